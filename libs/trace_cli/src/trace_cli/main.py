@@ -1,0 +1,149 @@
+"""`trace`: the command line of Trace."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from trace_cli import devstack
+from trace_core.dag import DagConfigError, load_dag_file
+from trace_core.settings import Settings
+
+app = typer.Typer(help="Trace: versioned blockchain data pipelines.", no_args_is_help=True)
+db_app = typer.Typer(help="The Postgres system of record.", no_args_is_help=True)
+admin_app = typer.Typer(help="Orgs, users and tokens.", no_args_is_help=True)
+dag_app = typer.Typer(help="DAG files.", no_args_is_help=True)
+dev_app = typer.Typer(help="The local stack on embedded defaults.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+app.add_typer(dag_app, name="dag")
+app.add_typer(dev_app, name="dev")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _database_url(settings: Settings) -> str:
+    from trace_core.db.pool import resolve_database_url
+
+    return resolve_database_url(settings)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (TRACE_DATABASE_URL, else the embedded Postgres)."""
+    from trace_core.db.migrate import MigrationError, migrate_url
+
+    try:
+        applied = asyncio.run(migrate_url(_database_url(Settings())))
+    except MigrationError as error:
+        err.print(f"[red]migration failed:[/red] {error}")
+        raise typer.Exit(1) from None
+    if applied:
+        for migration in applied:
+            out.print(f"applied {migration.number:04d}_{migration.name}")
+    else:
+        out.print("the schema is up to date")
+
+
+@admin_app.command("bootstrap")
+def admin_bootstrap(
+    org: Annotated[str, typer.Option(help="Name of the new org.")],
+    admin: Annotated[str, typer.Option(help="Name of its first admin user.")] = "admin",
+) -> None:
+    """Create an org with its system roles and an admin user; print the admin's API token once."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from trace_core.auth.repository import OrgExistsError, bootstrap_org
+    from trace_core.db.migrate import migrate_url
+    from trace_core.naming import ORG_NAME
+
+    if not ORG_NAME.match(org):
+        err.print(f"[red]--org:[/red] {org!r} must match {ORG_NAME.pattern}")
+        raise typer.Exit(2)
+
+    async def run(database_url: str) -> str:
+        await migrate_url(database_url)
+        async with await psycopg.AsyncConnection.connect(
+            database_url, autocommit=True, row_factory=dict_row
+        ) as conn:
+            _, token = await bootstrap_org(conn, org, admin)
+        return token.secret
+
+    try:
+        secret = asyncio.run(run(_database_url(Settings())))
+    except OrgExistsError as error:
+        err.print(f"[red]--org:[/red] {error}")
+        raise typer.Exit(1) from None
+    except psycopg.errors.CheckViolation:
+        err.print(f"[red]--admin:[/red] {admin!r} is not a valid user name")
+        raise typer.Exit(2) from None
+    err.print(f"org {org!r} created with admin {admin!r}. The token is shown once; keep it:")
+    print(secret)
+
+
+@dag_app.command("validate")
+def dag_validate(files: Annotated[list[Path], typer.Argument(help="DAG YAML files.")]) -> None:
+    """Check DAG files; print `FILE:LINE: field.path: message` per problem and exit 1 if any."""
+    failed = False
+    for path in files:
+        try:
+            config = load_dag_file(path)
+        except DagConfigError as error:
+            failed = True
+            for issue in error.issues:
+                print(issue.format(str(path)))
+            continue
+        err.print(f"{path}: ok (dag {config.dag}, {len(config.jobs)} jobs)")
+    if failed:
+        raise typer.Exit(1)
+
+
+@dev_app.command("up")
+def dev_up(
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the background and return.")] = False,
+) -> None:
+    """Start the local stack: embedded Postgres, migrations, the dispatcher; write .trace/dev.json."""
+    settings = Settings()
+    try:
+        state = devstack.up(settings)
+    except devstack.DevStackError as error:
+        err.print(f"[red]trace dev up:[/red] {error}")
+        raise typer.Exit(1) from None
+    out.print(f"[green]Trace is up[/green] (state in {devstack.DevState.path(Path(state.home))})")
+    out.print(f"  dispatcher  {state.dispatcher_url}   (OpenAPI at {state.dispatcher_url}/schema)")
+    out.print(f"  postgres    {state.database_url}")
+    out.print(f"  org {state.org!r}, admin token: {state.admin_token}")
+    if detach:
+        out.print("Stop it with `trace dev down`.")
+        return
+    out.print("Ctrl-C stops the stack.")
+    _wait_for_signal()
+    stopped = devstack.down(settings)
+    out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+def _wait_for_signal() -> None:
+    received: list[int] = []
+
+    def handle(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    while not received:
+        time.sleep(0.2)
+
+
+@dev_app.command("down")
+def dev_down() -> None:
+    """Stop the local stack started by `trace dev up`."""
+    stopped = devstack.down(Settings())
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")

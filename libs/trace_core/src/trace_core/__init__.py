@@ -1,0 +1,1 @@
+"""Trace's shared library: everything two or more services must agree on."""

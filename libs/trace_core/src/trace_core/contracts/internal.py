@@ -1,0 +1,103 @@
+"""Requests and responses of the dispatcher's internal API (`/internal/*`, SPEC §4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from trace_core.contracts._base import Contract
+from trace_core.contracts.events import EmittedEvent
+from trace_core.contracts.tasks import TaskPayload, TaskStatus
+from trace_core.dag.config import Runtime
+
+MAX_EVENTS_PER_CALL = 10_000
+MAX_ROWS_PER_CALL = 50_000
+
+
+class AttemptCall(Contract):
+    """Fields every call made on behalf of a running attempt carries; gated against the newest attempt."""
+
+    task_id: UUID
+    attempt_id: UUID
+    attempt_token: Annotated[str, Field(min_length=16, max_length=256)]
+
+
+class TaskCanceled(Contract):
+    """`task-fetch` answer for a task that was canceled before (or while) it was fetched."""
+
+    status: Literal["Canceled"] = "Canceled"
+    task_id: UUID
+
+
+TaskFetchResponse = Annotated[TaskPayload | TaskCanceled, Field(discriminator="status")]
+
+
+class HeartbeatRequest(AttemptCall):
+    pass
+
+
+class HeartbeatResponse(Contract):
+    canceled: bool
+    lease_expires_at: datetime
+
+
+class EmitEventsRequest(AttemptCall):
+    events: list[EmittedEvent] = Field(min_length=1, max_length=MAX_EVENTS_PER_CALL)
+
+
+class EmitEventsResponse(Contract):
+    accepted: int = Field(ge=0, description="events stored by this call")
+    duplicates: int = Field(ge=0, description="events already stored by an earlier attempt or call")
+
+
+class CompletionStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class TaskCompleteRequest(AttemptCall):
+    status: CompletionStatus
+    events: list[EmittedEvent] = Field(default_factory=list, max_length=MAX_EVENTS_PER_CALL)
+    error: Annotated[str, Field(max_length=16_384)] | None = None
+    retryable: bool = Field(True, description="false: a failure that another attempt cannot fix")
+
+
+class TaskCompleteResponse(Contract):
+    task_status: TaskStatus
+    accepted_events: int = Field(ge=0)
+    duplicate_events: int = Field(ge=0)
+    retry_at: datetime | None = None
+
+
+class TaskPollRequest(Contract):
+    runtime: Runtime
+    worker_id: Annotated[str, Field(min_length=1, max_length=200)]
+    max_tasks: int = Field(1, ge=1, le=1_000)
+    wait_s: float = Field(0, ge=0, le=30)
+
+
+class TaskPollResponse(Contract):
+    task_ids: list[UUID]
+
+
+class RowsRequest(AttemptCall):
+    output: int = Field(0, ge=0)
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ROWS_PER_CALL)
+
+
+class RowsResponse(Contract):
+    written: int = Field(ge=0)
+    duplicates: int = Field(ge=0)
+
+
+class ErrorResponse(Contract):
+    """Body of every 4xx answer of Trace's APIs."""
+
+    status_code: int
+    detail: str
+    extra: dict[str, Any] | list[Any] | None = None

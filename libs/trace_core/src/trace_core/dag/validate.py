@@ -1,0 +1,146 @@
+"""The rules of SPEC §3 that relate fields to each other; each issue names the field it is about."""
+
+from __future__ import annotations
+
+from graphlib import CycleError, TopologicalSorter
+
+from trace_core import naming
+from trace_core.dag.config import Activation, DagConfig, UpdateStrategy
+from trace_core.dag.errors import ConfigIssue
+
+
+def check_dag(config: DagConfig) -> list[ConfigIssue]:
+    """Every cross-field problem of a structurally valid config (empty when it is valid)."""
+    issues: list[ConfigIssue] = []
+    issues += _check_names(config)
+    issues += _check_wiring(config)
+    issues += _check_jobs(config)
+    issues += _check_publish(config)
+    if not any(issue.path[-1] == "job" for issue in issues):
+        issues += _check_acyclic(config)
+    return issues
+
+
+def _check_names(config: DagConfig) -> list[ConfigIssue]:
+    issues = [
+        ConfigIssue(("jobs", name), f"job name {name!r} must match {naming.JOB_NAME.pattern}")
+        for name in config.jobs
+        if not naming.JOB_NAME.match(name)
+    ]
+    issues += [
+        ConfigIssue(("worker_pools", name), f"worker pool name {name!r} must match {naming.POOL_NAME.pattern}")
+        for name in config.worker_pools
+        if not naming.POOL_NAME.match(name)
+    ]
+    issues += [
+        ConfigIssue(("worker_pools", name), "a worker pool needs at least one slot")
+        for name, slots in config.worker_pools.items()
+        if not slots
+    ]
+    return issues
+
+
+def _check_wiring(config: DagConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for name, job in config.jobs.items():
+        for index, item in enumerate(job.inputs):
+            ref = item.from_
+            if ref.job is None:
+                continue  # cross-DAG input: existence and read access are checked at deploy
+            path = ("jobs", name, "inputs", index, "from")
+            upstream = config.jobs.get(ref.job)
+            if upstream is None:
+                known = ", ".join(sorted(config.jobs))
+                issues.append(ConfigIssue((*path, "job"), f"no job {ref.job!r} in this DAG (jobs: {known})"))
+            elif ref.job == name:
+                issues.append(ConfigIssue((*path, "job"), f"job {name!r} cannot read its own output"))
+            elif ref.output >= upstream.output_count:
+                issues.append(
+                    ConfigIssue(
+                        (*path, "output"),
+                        f"output {ref.output} is out of range: job {ref.job!r} has "
+                        f"{upstream.output_count} output(s), indexed from 0",
+                    )
+                )
+    return issues
+
+
+def _check_jobs(config: DagConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for name, job in config.jobs.items():
+        path = ("jobs", name)
+        if job.activation is Activation.SOURCE and job.inputs:
+            issues.append(ConfigIssue((*path, "inputs"), "a source job has no inputs"))
+        if job.activation is Activation.REACTIVE and not job.inputs:
+            issues.append(
+                ConfigIssue((*path, "inputs"), "a reactive job needs at least one input (or activation: source)")
+            )
+        if job.worker_pool is not None and job.worker_pool not in config.worker_pools:
+            known = ", ".join(sorted(config.worker_pools)) or "none defined"
+            issues.append(
+                ConfigIssue((*path, "worker_pool"), f"no worker pool {job.worker_pool!r} (worker_pools: {known})")
+            )
+        if job.update_strategy is UpdateStrategy.APPEND:
+            if not job.outputs:
+                issues.append(
+                    ConfigIssue(
+                        (*path, "update_strategy"),
+                        "update_strategy append needs a stored output with unique_key to dedupe on",
+                    )
+                )
+            issues += [
+                ConfigIssue((*path, "outputs", index, "unique_key"), "update_strategy append requires unique_key")
+                for index, output in enumerate(job.outputs)
+                if not output.unique_key
+            ]
+    return issues
+
+
+def _check_publish(config: DagConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    names: dict[str, int] = {}
+    outputs: dict[tuple[str, int], int] = {}
+    for index, entry in enumerate(config.publish):
+        path = ("publish", index)
+        job = config.jobs.get(entry.job)
+        if job is None:
+            issues.append(ConfigIssue((*path, "job"), f"no job {entry.job!r} in this DAG"))
+        elif entry.output >= job.output_count:
+            issues.append(
+                ConfigIssue(
+                    (*path, "output"),
+                    f"output {entry.output} is out of range: job {entry.job!r} has {job.output_count} output(s)",
+                )
+            )
+        elif not job.outputs:
+            issues.append(
+                ConfigIssue((*path, "job"), f"job {entry.job!r} has no stored outputs (events only): nothing to query")
+            )
+        if entry.dataset in names:
+            issues.append(
+                ConfigIssue((*path, "dataset"), f"dataset {entry.dataset!r} is already published by publish.{names[entry.dataset]}")
+            )
+        else:
+            names[entry.dataset] = index
+        key = (entry.job, entry.output)
+        if key in outputs:
+            issues.append(
+                ConfigIssue(
+                    (*path, "output"),
+                    f"output {entry.output} of job {entry.job!r} is already published by publish.{outputs[key]}",
+                )
+            )
+        else:
+            outputs[key] = index
+    return issues
+
+
+def _check_acyclic(config: DagConfig) -> list[ConfigIssue]:
+    graph = {name: config.upstream_jobs(name) for name in config.jobs}
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as error:
+        # each node of the reported cycle is an input of the next: it reads as data flows
+        cycle: list[str] = error.args[1]
+        return [ConfigIssue(("jobs", cycle[1], "inputs"), "the inputs form a cycle: " + " -> ".join(cycle))]
+    return []

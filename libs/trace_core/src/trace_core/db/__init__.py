@@ -1,0 +1,1 @@
+"""Postgres: where the database is, the connection pool, migrations and named queries."""

@@ -1,0 +1,27 @@
+"""Named SQL queries kept in `.sql` files, procrastinate style.
+
+A file holds queries each introduced by a `-- name: query_name --` line and written with named
+parameters (`%(org_id)s`). aiosql does the same with dynamically created attributes, which mypy cannot
+check; a dict of names is all the repositories here need.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from psycopg import sql
+
+_HEADER = re.compile(r"^-- name: (?P<name>[a-z_][a-z0-9_]*) --\s*$", re.MULTILINE)
+
+
+def load_queries(package: str, filename: str) -> dict[str, sql.SQL]:
+    """Queries of `package/filename` by name; a name given twice is an error."""
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+    parts = _HEADER.split(text)
+    queries: dict[str, sql.SQL] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"{package}/{filename}: query {name!r} is defined twice")
+        queries[name] = sql.SQL(body.strip())  # type: ignore[arg-type]  # trusted file shipped with the code
+    return queries

@@ -1,0 +1,485 @@
+-- The declared schema of Trace: what the numbered migrations in migrations/ must add up to.
+-- tests/core/test_migrations.py builds one database from this file and one from the migrations and fails
+-- when they differ. Change both together: a new migration file and the matching edit here.
+
+-- Physical tables of Postgres datasets (trace_core.naming.dataset_table_name), apart from ours.
+CREATE SCHEMA trace_data;
+
+-- Tenants. Every row users own carries org_id.
+CREATE TABLE orgs (
+    org_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name text NOT NULL UNIQUE CHECK (name ~ '^[a-z][a-z0-9_-]{0,63}$'),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- People and robots that call the public API; what they may do comes only from org_role_memberships.
+CREATE TABLE users (
+    user_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL REFERENCES orgs ON DELETE CASCADE,
+    name text NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,199}$'),
+    email text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    disabled_at timestamptz,
+    UNIQUE (org_id, name),
+    UNIQUE (org_id, user_id)
+);
+
+-- Bearer tokens for the public API, stored only as a SHA-256 of the secret part.
+CREATE TABLE api_tokens (
+    token_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    token_hash bytea NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+    display_prefix text NOT NULL,
+    label text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz,
+    last_used_at timestamptz,
+    revoked_at timestamptz,
+    FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, user_id) ON DELETE CASCADE,
+    CHECK (expires_at IS NULL OR expires_at > created_at)
+);
+CREATE INDEX api_tokens_user ON api_tokens (user_id);
+
+-- The one role system: system roles admin/writer/reader (made with the org) and org-defined roles.
+CREATE TABLE org_roles (
+    role_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL REFERENCES orgs ON DELETE CASCADE,
+    name text NOT NULL CHECK (name ~ '^[a-z][a-z0-9_-]{0,63}$'),
+    is_system boolean NOT NULL DEFAULT false,
+    description text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, name),
+    UNIQUE (org_id, role_id),
+    -- the system names are reserved: an org-defined role cannot take them, a system role has no other name
+    CHECK (is_system = (name IN ('admin', 'writer', 'reader')))
+);
+
+-- Who holds which role; both sides must belong to the same org.
+CREATE TABLE org_role_memberships (
+    org_id uuid NOT NULL,
+    role_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    granted_by uuid,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (role_id, user_id),
+    FOREIGN KEY (org_id, role_id) REFERENCES org_roles (org_id, role_id) ON DELETE CASCADE,
+    FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, user_id) ON DELETE CASCADE,
+    FOREIGN KEY (org_id, granted_by) REFERENCES users (org_id, user_id)
+);
+CREATE INDEX org_role_memberships_user ON org_role_memberships (user_id);
+
+-- A DAG and the pointers readers follow: its active version, active pointer set and a rebuild in flight.
+CREATE TABLE dags (
+    dag_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL REFERENCES orgs ON DELETE CASCADE,
+    dag_name text NOT NULL CHECK (dag_name ~ '^[a-z][a-z0-9_]{0,63}$'),
+    active_version_id uuid,
+    active_pointer_set_id uuid,
+    rebuilding_version_id uuid,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, dag_name),
+    UNIQUE (org_id, dag_id),
+    CHECK (rebuilding_version_id IS DISTINCT FROM active_version_id)
+);
+
+-- Immutable deploys: the YAML as sent and its validated form. Status is the version's lifecycle; which
+-- version serves is dags.active_version_id.
+CREATE TABLE dag_versions (
+    dag_version_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    dag_id uuid NOT NULL,
+    version integer NOT NULL CHECK (version >= 1),
+    status text NOT NULL
+        CHECK (status IN ('rebuilding', 'active', 'retired', 'rolled_back', 'abandoned')),
+    source_yaml text NOT NULL,
+    config jsonb NOT NULL,
+    config_hash bytea NOT NULL CHECK (length(config_hash) = 32),
+    rematerialize boolean NOT NULL DEFAULT true,
+    parent_version_id uuid REFERENCES dag_versions,
+    deployed_by uuid,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    activated_at timestamptz,
+    deactivated_at timestamptz,
+    UNIQUE (dag_id, version),
+    UNIQUE (dag_id, dag_version_id),
+    FOREIGN KEY (org_id, dag_id) REFERENCES dags (org_id, dag_id) ON DELETE CASCADE,
+    FOREIGN KEY (org_id, deployed_by) REFERENCES users (org_id, user_id)
+);
+CREATE UNIQUE INDEX dag_versions_one_active ON dag_versions (dag_id) WHERE status = 'active';
+CREATE UNIQUE INDEX dag_versions_one_rebuilding ON dag_versions (dag_id) WHERE status = 'rebuilding';
+
+ALTER TABLE dags
+    ADD CONSTRAINT dags_active_version_fk FOREIGN KEY (dag_id, active_version_id)
+        REFERENCES dag_versions (dag_id, dag_version_id) DEFERRABLE INITIALLY DEFERRED,
+    ADD CONSTRAINT dags_rebuilding_version_fk FOREIGN KEY (dag_id, rebuilding_version_id)
+        REFERENCES dag_versions (dag_id, dag_version_id) DEFERRABLE INITIALLY DEFERRED;
+
+-- A materialization of a job: its materialization-affecting fields. Unchanged jobs keep their row (and so
+-- their datasets' versions and operator state) across deploys; a rematerialized job gets a new row.
+CREATE TABLE jobs (
+    job_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    dag_id uuid NOT NULL,
+    job_name text NOT NULL CHECK (job_name ~ '^[a-z][a-z0-9_]{0,63}$'),
+    activation text NOT NULL CHECK (activation IN ('source', 'reactive')),
+    runtime text NOT NULL CHECK (runtime IN ('ecs_python', 'lambda_py')),
+    operator text NOT NULL CHECK (length(operator) BETWEEN 1 AND 128),
+    config jsonb NOT NULL DEFAULT '{}',
+    execution_strategy text NOT NULL CHECK (execution_strategy IN ('PerUpdate', 'PerPartition')),
+    update_strategy text NOT NULL CHECK (update_strategy IN ('replace', 'append')),
+    unique_key text[] NOT NULL DEFAULT '{}',
+    materialization_hash bytea NOT NULL CHECK (length(materialization_hash) = 32),
+    created_in_version_id uuid NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, job_id),
+    UNIQUE (dag_id, job_id),
+    FOREIGN KEY (org_id, dag_id) REFERENCES dags (org_id, dag_id) ON DELETE CASCADE,
+    FOREIGN KEY (dag_id, created_in_version_id) REFERENCES dag_versions (dag_id, dag_version_id),
+    CHECK (update_strategy <> 'append' OR cardinality(unique_key) > 0)
+);
+CREATE INDEX jobs_dag_name ON jobs (dag_id, job_name);
+
+-- Which job materializations make up a dag version, with that version's execution-only settings.
+CREATE TABLE dag_version_jobs (
+    dag_version_id uuid NOT NULL,
+    dag_id uuid NOT NULL,
+    job_name text NOT NULL,
+    job_id uuid NOT NULL,
+    rebuilds boolean NOT NULL DEFAULT false,
+    worker_pool text,
+    max_concurrency integer NOT NULL DEFAULT 1 CHECK (max_concurrency >= 1),
+    timeout_s integer NOT NULL CHECK (timeout_s >= 1),
+    max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+    PRIMARY KEY (dag_version_id, job_name),
+    UNIQUE (dag_version_id, job_id),
+    FOREIGN KEY (dag_id, dag_version_id) REFERENCES dag_versions (dag_id, dag_version_id) ON DELETE CASCADE,
+    FOREIGN KEY (dag_id, job_id) REFERENCES jobs (dag_id, job_id)
+);
+CREATE INDEX dag_version_jobs_job ON dag_version_jobs (job_id);
+
+-- The registry: one row per job output. dataset_name is set only while the output is published, and is
+-- unique per org, which is the single-producer rule.
+CREATE TABLE datasets (
+    dataset_uuid uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    dataset_name text CHECK (dataset_name ~ '^[a-z][a-z0-9_]{0,127}$'),
+    dag_id uuid NOT NULL,
+    job_name text NOT NULL,
+    output_index integer NOT NULL CHECK (output_index >= 0),
+    storage text NOT NULL CHECK (storage IN ('postgres', 's3', 'none')),
+    format text CHECK (format IN ('parquet')),
+    write_mode text CHECK (write_mode IN ('buffered', 'direct')),
+    schema jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz,
+    UNIQUE (org_id, dataset_name),
+    UNIQUE (org_id, dataset_uuid),
+    UNIQUE (dag_id, job_name, output_index),
+    FOREIGN KEY (org_id, dag_id) REFERENCES dags (org_id, dag_id) ON DELETE CASCADE,
+    CHECK ((storage = 'postgres') = (write_mode IS NOT NULL)),
+    CHECK ((storage = 's3') = (format IS NOT NULL)),
+    CHECK (dataset_name IS NULL OR storage <> 'none'),
+    CHECK ((dataset_name IS NULL) = (published_at IS NULL))
+);
+
+-- Extra roles that may read a dataset (empty: the producing DAG's deployers and org admins only).
+CREATE TABLE dataset_read_roles (
+    org_id uuid NOT NULL,
+    dataset_uuid uuid NOT NULL,
+    role_id uuid NOT NULL,
+    PRIMARY KEY (dataset_uuid, role_id),
+    FOREIGN KEY (org_id, dataset_uuid) REFERENCES datasets (org_id, dataset_uuid) ON DELETE CASCADE,
+    FOREIGN KEY (org_id, role_id) REFERENCES org_roles (org_id, role_id) ON DELETE CASCADE
+);
+
+-- Materializations of a dataset. Data is written only into a version's own location; "current" is a
+-- pointer-set entry. A version is kept until an admin purges it.
+CREATE TABLE dataset_versions (
+    dataset_version uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    dataset_uuid uuid NOT NULL,
+    job_id uuid NOT NULL,
+    storage_location text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    purged_at timestamptz,
+    UNIQUE (dataset_uuid, dataset_version),
+    UNIQUE (job_id, dataset_uuid),
+    FOREIGN KEY (org_id, dataset_uuid) REFERENCES datasets (org_id, dataset_uuid) ON DELETE CASCADE,
+    FOREIGN KEY (org_id, job_id) REFERENCES jobs (org_id, job_id)
+);
+
+-- What readers of a DAG see: dataset_uuid -> dataset_version. Cutover and rollback swap
+-- dags.active_pointer_set_id in one transaction, compare-and-swap on the set they replace.
+CREATE TABLE pointer_sets (
+    pointer_set_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    dag_id uuid NOT NULL,
+    dag_version_id uuid NOT NULL,
+    replaces_pointer_set_id uuid REFERENCES pointer_sets,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (dag_id, pointer_set_id),
+    FOREIGN KEY (org_id, dag_id) REFERENCES dags (org_id, dag_id) ON DELETE CASCADE,
+    FOREIGN KEY (dag_id, dag_version_id) REFERENCES dag_versions (dag_id, dag_version_id)
+);
+
+CREATE TABLE pointer_set_entries (
+    pointer_set_id uuid NOT NULL REFERENCES pointer_sets ON DELETE CASCADE,
+    dataset_uuid uuid NOT NULL,
+    dataset_version uuid NOT NULL,
+    PRIMARY KEY (pointer_set_id, dataset_uuid),
+    FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version)
+);
+CREATE INDEX pointer_set_entries_version ON pointer_set_entries (dataset_version);
+
+ALTER TABLE dags
+    ADD CONSTRAINT dags_active_pointer_set_fk FOREIGN KEY (dag_id, active_pointer_set_id)
+        REFERENCES pointer_sets (dag_id, pointer_set_id) DEFERRABLE INITIALLY DEFERRED;
+
+-- The durable queue: one task per (job, input event); a source run is a task with no input event.
+CREATE TABLE tasks (
+    task_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    dag_id uuid NOT NULL,
+    dag_version_id uuid NOT NULL,
+    job_id uuid NOT NULL,
+    input_event_id bigint,
+    runtime text NOT NULL CHECK (runtime IN ('ecs_python', 'lambda_py')),
+    partition_key text,
+    status text NOT NULL DEFAULT 'Queued'
+        CHECK (status IN ('Queued', 'Dispatched', 'Running', 'Completed', 'Failed', 'Canceled')),
+    attempt_count integer NOT NULL DEFAULT 0 CHECK (attempt_count >= 0),
+    max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+    not_before timestamptz NOT NULL DEFAULT now(),
+    cancel_requested_at timestamptz,
+    last_error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    dispatched_at timestamptz,
+    finished_at timestamptz,
+    CONSTRAINT tasks_one_per_event UNIQUE (job_id, input_event_id),
+    FOREIGN KEY (org_id, job_id) REFERENCES jobs (org_id, job_id) ON DELETE CASCADE,
+    FOREIGN KEY (dag_id, dag_version_id) REFERENCES dag_versions (dag_id, dag_version_id),
+    CHECK (attempt_count <= max_attempts),
+    CHECK ((status IN ('Completed', 'Failed', 'Canceled')) = (finished_at IS NOT NULL))
+);
+CREATE UNIQUE INDEX tasks_one_live_source_run ON tasks (job_id)
+    WHERE input_event_id IS NULL AND status IN ('Queued', 'Dispatched', 'Running');
+CREATE INDEX tasks_ready ON tasks (runtime, not_before) WHERE status = 'Queued';
+CREATE INDEX tasks_job_status ON tasks (job_id, status);
+CREATE INDEX tasks_live_partition ON tasks (job_id, partition_key, input_event_id)
+    WHERE status IN ('Queued', 'Dispatched', 'Running');
+CREATE INDEX tasks_dag_created ON tasks (dag_id, created_at DESC, task_id);
+
+-- "Dataset D, version V changed for this scope". The dedup key of SPEC §4 is
+-- (producer_task_id, dataset_uuid, scope_key): a retried attempt that re-emits an event is a no-op.
+CREATE TABLE events (
+    event_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id uuid NOT NULL,
+    dataset_uuid uuid NOT NULL,
+    dataset_version uuid NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('data', 'invalidation')),
+    scope_cursor text,
+    partition_key text,
+    range_start bigint,
+    range_end bigint,
+    scope_key text NOT NULL,
+    payload jsonb NOT NULL DEFAULT '{}',
+    producer_task_id uuid NOT NULL REFERENCES tasks ON DELETE CASCADE,
+    producer_attempt_id uuid,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    routed_at timestamptz,
+    CONSTRAINT events_dedup UNIQUE (producer_task_id, dataset_uuid, scope_key),
+    FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version),
+    CHECK (num_nonnulls(scope_cursor, partition_key, range_start) >= 1),
+    CHECK ((range_start IS NULL) = (range_end IS NULL)),
+    CHECK (range_start <= range_end),
+    CHECK (pg_column_size(payload) <= 65536)
+);
+CREATE INDEX events_unrouted ON events (event_id) WHERE routed_at IS NULL;
+CREATE INDEX events_dataset_version ON events (dataset_version, event_id);
+
+ALTER TABLE tasks
+    ADD CONSTRAINT tasks_input_event_fk FOREIGN KEY (input_event_id) REFERENCES events;
+
+-- Executions of a task. Only the newest attempt may report; its token is stored hashed.
+CREATE TABLE task_attempts (
+    attempt_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    task_id uuid NOT NULL REFERENCES tasks ON DELETE CASCADE,
+    attempt_number integer NOT NULL CHECK (attempt_number >= 1),
+    attempt_token_hash bytea NOT NULL CHECK (length(attempt_token_hash) = 32),
+    status text NOT NULL DEFAULT 'Running'
+        CHECK (status IN ('Running', 'Succeeded', 'Failed', 'TimedOut', 'Canceled')),
+    lease_expires_at timestamptz NOT NULL,
+    worker_id text,
+    error text,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    UNIQUE (task_id, attempt_number),
+    CHECK ((status = 'Running') = (finished_at IS NULL))
+);
+CREATE UNIQUE INDEX task_attempts_one_running ON task_attempts (task_id) WHERE status = 'Running';
+CREATE INDEX task_attempts_lease ON task_attempts (lease_expires_at) WHERE status = 'Running';
+
+ALTER TABLE events
+    ADD CONSTRAINT events_producer_attempt_fk FOREIGN KEY (producer_attempt_id) REFERENCES task_attempts;
+
+-- Lineage: which input events, of which dataset versions, a task consumed.
+CREATE TABLE task_inputs (
+    task_id uuid NOT NULL REFERENCES tasks ON DELETE CASCADE,
+    event_id bigint NOT NULL REFERENCES events,
+    dataset_uuid uuid NOT NULL,
+    dataset_version uuid NOT NULL,
+    PRIMARY KEY (task_id, event_id),
+    FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version)
+);
+CREATE INDEX task_inputs_version ON task_inputs (dataset_version);
+
+-- How a job reads: input i of a job is a dataset, produced in this DAG by upstream_job_id, or published
+-- by another DAG (upstream_job_id null). The router finds subscribers here.
+CREATE TABLE job_inputs (
+    job_id uuid NOT NULL REFERENCES jobs ON DELETE CASCADE,
+    input_index integer NOT NULL CHECK (input_index >= 0),
+    dataset_uuid uuid NOT NULL REFERENCES datasets,
+    upstream_job_id uuid REFERENCES jobs,
+    PRIMARY KEY (job_id, input_index)
+);
+CREATE INDEX job_inputs_dataset ON job_inputs (dataset_uuid);
+CREATE INDEX job_inputs_upstream ON job_inputs (upstream_job_id);
+
+-- Durable operator state (range_aggregator boundaries, block_follower cursor), keyed by (org_id, job_id);
+-- revision makes each write a compare-and-swap.
+CREATE TABLE operator_state (
+    org_id uuid NOT NULL,
+    job_id uuid NOT NULL,
+    state jsonb NOT NULL,
+    revision bigint NOT NULL DEFAULT 1 CHECK (revision >= 1),
+    updated_by_task_id uuid REFERENCES tasks ON DELETE SET NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, job_id),
+    FOREIGN KEY (org_id, job_id) REFERENCES jobs (org_id, job_id) ON DELETE CASCADE
+);
+
+-- Worker pool slots of a DAG: plain env and secret references (never values). retired_at marks slots a
+-- later deploy removed.
+CREATE TABLE worker_pool_slots (
+    slot_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    dag_id uuid NOT NULL,
+    pool_name text NOT NULL CHECK (pool_name ~ '^[a-z][a-z0-9_]{0,63}$'),
+    slot_index integer NOT NULL CHECK (slot_index >= 0),
+    env jsonb NOT NULL DEFAULT '{}',
+    secret_env jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    retired_at timestamptz,
+    UNIQUE (dag_id, pool_name, slot_index),
+    FOREIGN KEY (org_id, dag_id) REFERENCES dags (org_id, dag_id) ON DELETE CASCADE
+);
+
+-- A slot is held by at most one task, and a task holds at most one slot.
+CREATE TABLE slot_leases (
+    slot_id uuid PRIMARY KEY REFERENCES worker_pool_slots ON DELETE CASCADE,
+    task_id uuid NOT NULL UNIQUE REFERENCES tasks ON DELETE CASCADE,
+    leased_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    CHECK (expires_at > leased_at)
+);
+
+-- "This would have alerted": append-only rows of alert_evaluate, one dataset version each.
+CREATE TABLE alert_events (
+    alert_event_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    dataset_uuid uuid NOT NULL,
+    dataset_version uuid NOT NULL,
+    producer_task_id uuid REFERENCES tasks ON DELETE SET NULL,
+    alert_name text NOT NULL CHECK (length(alert_name) BETWEEN 1 AND 200),
+    severity text NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+    event_time timestamptz NOT NULL,
+    block_number bigint,
+    dedup_key text NOT NULL,
+    payload jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (dataset_version, dedup_key),
+    FOREIGN KEY (org_id, dataset_uuid) REFERENCES datasets (org_id, dataset_uuid) ON DELETE CASCADE,
+    FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version)
+);
+CREATE INDEX alert_events_time ON alert_events (dataset_version, event_time);
+
+-- Work items for the Delivery Service, leased and retried there; the idempotency key is deterministic
+-- across retries and rematerializations, so a delivery is made once per org.
+CREATE TABLE alert_deliveries (
+    delivery_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL REFERENCES orgs ON DELETE CASCADE,
+    alert_event_id uuid NOT NULL REFERENCES alert_events ON DELETE CASCADE,
+    destination_kind text NOT NULL CHECK (destination_kind IN ('slack', 'pagerduty', 'webhook')),
+    destination jsonb NOT NULL,
+    idempotency_key text NOT NULL,
+    status text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'leased', 'sent', 'failed', 'suppressed')),
+    attempt_count integer NOT NULL DEFAULT 0 CHECK (attempt_count >= 0),
+    max_attempts integer NOT NULL DEFAULT 8 CHECK (max_attempts >= 1),
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    lease_owner text,
+    lease_expires_at timestamptz,
+    last_status_code integer,
+    last_error text,
+    suppressed_reason text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    sent_at timestamptz,
+    UNIQUE (org_id, idempotency_key),
+    CHECK ((status = 'leased') = (lease_expires_at IS NOT NULL AND lease_owner IS NOT NULL)),
+    CHECK ((status = 'suppressed') = (suppressed_reason IS NOT NULL)),
+    CHECK ((status = 'sent') = (sent_at IS NOT NULL))
+);
+CREATE INDEX alert_deliveries_due ON alert_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX alert_deliveries_lease ON alert_deliveries (lease_expires_at) WHERE status = 'leased';
+
+-- Names and metadata of secrets; values live in the secret backend (AWS Secrets Manager or the local
+-- encrypted store) and never in Postgres. Full path: /{env}/{org}/{scope}/{name}.
+CREATE TABLE secrets (
+    secret_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL REFERENCES orgs ON DELETE CASCADE,
+    env text NOT NULL CHECK (env ~ '^[a-z][a-z0-9_-]{0,31}$'),
+    scope text NOT NULL CHECK (scope IN ('platform', 'user')),
+    name text NOT NULL CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_./-]{0,255}$'),
+    backend_ref text NOT NULL,
+    version integer NOT NULL DEFAULT 1 CHECK (version >= 1),
+    created_by uuid,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, env, scope, name),
+    FOREIGN KEY (org_id, created_by) REFERENCES users (org_id, user_id)
+);
+
+-- Query Service runs: batch queries' status and results, and every query's pins.
+CREATE TABLE queries (
+    query_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    sql text NOT NULL,
+    mode text NOT NULL CHECK (mode IN ('interactive', 'batch')),
+    status text NOT NULL CHECK (status IN ('Queued', 'Running', 'Completed', 'Failed', 'Canceled')),
+    task_id uuid REFERENCES tasks ON DELETE SET NULL,
+    result_location text,
+    row_count bigint,
+    error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, user_id) ON DELETE CASCADE,
+    CHECK ((status IN ('Completed', 'Failed', 'Canceled')) = (finished_at IS NOT NULL))
+);
+CREATE INDEX queries_user ON queries (user_id, created_at DESC);
+
+-- The versions a query pinned at its start; a version pinned by an unfinished query is never purged.
+CREATE TABLE query_pins (
+    query_id uuid NOT NULL REFERENCES queries ON DELETE CASCADE,
+    dataset_uuid uuid NOT NULL,
+    dataset_version uuid NOT NULL,
+    PRIMARY KEY (query_id, dataset_uuid),
+    FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version)
+);
+CREATE INDEX query_pins_version ON query_pins (dataset_version);

@@ -1,0 +1,37 @@
+"""Where dataset data lives in the object store (SPEC §5).
+
+Parquet of one dataset version lives under
+`{root}/org/{org_id}/dataset/{dataset_uuid}/version/{dataset_version}/`, one file per written scope, with
+block ranges keeping `{start}_{end}` in the file name.
+"""
+
+from __future__ import annotations
+
+import re
+from uuid import UUID
+
+_SAFE_PART = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+
+
+def dataset_version_prefix(org_id: UUID, dataset_uuid: UUID, dataset_version: UUID) -> str:
+    """The key prefix (no root, no trailing slash) of one dataset version."""
+    return f"org/{org_id}/dataset/{dataset_uuid}/version/{dataset_version}"
+
+
+def range_file_key(org_id: UUID, dataset_uuid: UUID, dataset_version: UUID, start: int, end: int) -> str:
+    """The key of the Parquet file holding blocks `start..end` (inclusive) of a dataset version."""
+    if start < 0 or end < start:
+        raise ValueError(f"a block range needs 0 <= start <= end, got {start}..{end}")
+    return f"{dataset_version_prefix(org_id, dataset_uuid, dataset_version)}/{start}_{end}.parquet"
+
+
+def part_file_key(org_id: UUID, dataset_uuid: UUID, dataset_version: UUID, part: str) -> str:
+    """The key of a Parquet file for a scope that is not a block range (a partition key or a cursor)."""
+    if not _SAFE_PART.match(part) or part in {".", ".."}:
+        raise ValueError(f"a file part must match {_SAFE_PART.pattern}, got {part!r}")
+    return f"{dataset_version_prefix(org_id, dataset_uuid, dataset_version)}/{part}.parquet"
+
+
+def join_root(root: str, key: str) -> str:
+    """`root` (`s3://bucket/prefix` or a local directory) joined with an object key."""
+    return f"{root.rstrip('/')}/{key.lstrip('/')}"

@@ -1,0 +1,28 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from psycopg import OperationalError
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+
+class HealthController(Controller):
+    path = ""
+    tags = ["health"]
+
+    @get("/healthz", summary="The process is up")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", summary="The process can reach Postgres")
+    async def readyz(self, state: State) -> Response[dict[str, str]]:
+        pool: AsyncConnectionPool = state.db_pool
+        try:
+            async with pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+        except (OperationalError, PoolTimeout) as error:
+            return Response({"status": "unavailable", "detail": str(error)}, status_code=HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"status": "ready"}, status_code=HTTP_200_OK)

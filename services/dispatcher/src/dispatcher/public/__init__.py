@@ -1,0 +1,1 @@
+"""The public API (`/v1/*`): bearer API tokens, role-checked."""
