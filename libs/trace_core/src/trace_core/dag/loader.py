@@ -45,23 +45,29 @@ def load_dag_yaml(text: str, *, source: str = "<dag>") -> DagConfig:
 def _compose(text: str, source: str) -> tuple[dict[str, Any], dict[Path, int]]:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_DOCUMENT_BYTES:
         raise DagConfigError([ConfigIssue((), f"the document is larger than {MAX_DOCUMENT_BYTES} bytes", 1)], source)
-    loader = yaml.SafeLoader(text)
     lines: dict[Path, int] = {}
     duplicates: list[ConfigIssue] = []
+    node: yaml.Node | None = None
+    document: Any = None
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            _index_lines(node, (), lines, duplicates)
-            document = loader.construct_document(node) if not duplicates else None
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _index_lines(node, (), lines, duplicates)
+                document = loader.construct_document(node) if not duplicates else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
         message = " ".join(part for part in (error.context, error.problem) if part)
         raise DagConfigError([ConfigIssue((), f"not valid YAML: {message}", line)], source) from None
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        raise DagConfigError([ConfigIssue((), f"not valid YAML: {error.reason} (character #x{error.character:04x})", line)], source) from None
     except (yaml.YAMLError, RecursionError, ValueError, TypeError) as error:
         raise DagConfigError([ConfigIssue((), f"not valid YAML: {error}", 1)], source) from None
-    finally:
-        loader.dispose()
     if node is None:
         raise DagConfigError([ConfigIssue((), "the document is empty; a DAG needs at least `dag:` and `jobs:`", 1)], source)
     if duplicates:

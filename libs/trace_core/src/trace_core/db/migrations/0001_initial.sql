@@ -63,7 +63,7 @@ CREATE TABLE org_role_memberships (
     PRIMARY KEY (role_id, user_id),
     FOREIGN KEY (org_id, role_id) REFERENCES org_roles (org_id, role_id) ON DELETE CASCADE,
     FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, user_id) ON DELETE CASCADE,
-    FOREIGN KEY (org_id, granted_by) REFERENCES users (org_id, user_id)
+    FOREIGN KEY (org_id, granted_by) REFERENCES users (org_id, user_id) ON DELETE SET NULL (granted_by)
 );
 CREATE INDEX org_role_memberships_user ON org_role_memberships (user_id);
 
@@ -79,7 +79,7 @@ CREATE TABLE dags (
     updated_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (org_id, dag_name),
     UNIQUE (org_id, dag_id),
-    CHECK (rebuilding_version_id IS DISTINCT FROM active_version_id)
+    CHECK (rebuilding_version_id <> active_version_id)
 );
 
 -- Immutable deploys: the YAML as sent and its validated form. Status is the version's lifecycle; which
@@ -95,7 +95,7 @@ CREATE TABLE dag_versions (
     config jsonb NOT NULL,
     config_hash bytea NOT NULL CHECK (length(config_hash) = 32),
     rematerialize boolean NOT NULL DEFAULT true,
-    parent_version_id uuid REFERENCES dag_versions,
+    parent_version_id uuid REFERENCES dag_versions ON DELETE SET NULL,
     deployed_by uuid,
     created_at timestamptz NOT NULL DEFAULT now(),
     activated_at timestamptz,
@@ -103,7 +103,7 @@ CREATE TABLE dag_versions (
     UNIQUE (dag_id, version),
     UNIQUE (dag_id, dag_version_id),
     FOREIGN KEY (org_id, dag_id) REFERENCES dags (org_id, dag_id) ON DELETE CASCADE,
-    FOREIGN KEY (org_id, deployed_by) REFERENCES users (org_id, user_id)
+    FOREIGN KEY (org_id, deployed_by) REFERENCES users (org_id, user_id) ON DELETE SET NULL (deployed_by)
 );
 CREATE UNIQUE INDEX dag_versions_one_active ON dag_versions (dag_id) WHERE status = 'active';
 CREATE UNIQUE INDEX dag_versions_one_rebuilding ON dag_versions (dag_id) WHERE status = 'rebuilding';
@@ -134,7 +134,8 @@ CREATE TABLE jobs (
     UNIQUE (org_id, job_id),
     UNIQUE (dag_id, job_id),
     FOREIGN KEY (org_id, dag_id) REFERENCES dags (org_id, dag_id) ON DELETE CASCADE,
-    FOREIGN KEY (dag_id, created_in_version_id) REFERENCES dag_versions (dag_id, dag_version_id),
+    FOREIGN KEY (dag_id, created_in_version_id) REFERENCES dag_versions (dag_id, dag_version_id)
+        DEFERRABLE INITIALLY DEFERRED,
     CHECK (update_strategy <> 'append' OR cardinality(unique_key) > 0)
 );
 CREATE INDEX jobs_dag_name ON jobs (dag_id, job_name);
@@ -153,7 +154,7 @@ CREATE TABLE dag_version_jobs (
     PRIMARY KEY (dag_version_id, job_name),
     UNIQUE (dag_version_id, job_id),
     FOREIGN KEY (dag_id, dag_version_id) REFERENCES dag_versions (dag_id, dag_version_id) ON DELETE CASCADE,
-    FOREIGN KEY (dag_id, job_id) REFERENCES jobs (dag_id, job_id)
+    FOREIGN KEY (dag_id, job_id) REFERENCES jobs (dag_id, job_id) DEFERRABLE INITIALLY DEFERRED
 );
 CREATE INDEX dag_version_jobs_job ON dag_version_jobs (job_id);
 
@@ -206,7 +207,7 @@ CREATE TABLE dataset_versions (
     UNIQUE (dataset_uuid, dataset_version),
     UNIQUE (job_id, dataset_uuid),
     FOREIGN KEY (org_id, dataset_uuid) REFERENCES datasets (org_id, dataset_uuid) ON DELETE CASCADE,
-    FOREIGN KEY (org_id, job_id) REFERENCES jobs (org_id, job_id)
+    FOREIGN KEY (org_id, job_id) REFERENCES jobs (org_id, job_id) DEFERRABLE INITIALLY DEFERRED
 );
 
 -- What readers of a DAG see: dataset_uuid -> dataset_version. Cutover and rollback swap
@@ -216,11 +217,12 @@ CREATE TABLE pointer_sets (
     org_id uuid NOT NULL,
     dag_id uuid NOT NULL,
     dag_version_id uuid NOT NULL,
-    replaces_pointer_set_id uuid REFERENCES pointer_sets,
+    replaces_pointer_set_id uuid REFERENCES pointer_sets ON DELETE SET NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (dag_id, pointer_set_id),
     FOREIGN KEY (org_id, dag_id) REFERENCES dags (org_id, dag_id) ON DELETE CASCADE,
     FOREIGN KEY (dag_id, dag_version_id) REFERENCES dag_versions (dag_id, dag_version_id)
+        DEFERRABLE INITIALLY DEFERRED
 );
 
 CREATE TABLE pointer_set_entries (
@@ -229,6 +231,7 @@ CREATE TABLE pointer_set_entries (
     dataset_version uuid NOT NULL,
     PRIMARY KEY (pointer_set_id, dataset_uuid),
     FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version)
+        DEFERRABLE INITIALLY DEFERRED
 );
 CREATE INDEX pointer_set_entries_version ON pointer_set_entries (dataset_version);
 
@@ -259,7 +262,8 @@ CREATE TABLE tasks (
     finished_at timestamptz,
     CONSTRAINT tasks_one_per_event UNIQUE (job_id, input_event_id),
     FOREIGN KEY (org_id, job_id) REFERENCES jobs (org_id, job_id) ON DELETE CASCADE,
-    FOREIGN KEY (dag_id, dag_version_id) REFERENCES dag_versions (dag_id, dag_version_id),
+    FOREIGN KEY (dag_id, dag_version_id) REFERENCES dag_versions (dag_id, dag_version_id)
+        DEFERRABLE INITIALLY DEFERRED,
     CHECK (attempt_count <= max_attempts),
     CHECK ((status IN ('Completed', 'Failed', 'Canceled')) = (finished_at IS NOT NULL))
 );
@@ -290,7 +294,8 @@ CREATE TABLE events (
     created_at timestamptz NOT NULL DEFAULT now(),
     routed_at timestamptz,
     CONSTRAINT events_dedup UNIQUE (producer_task_id, dataset_uuid, scope_key),
-    FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version),
+    FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version)
+        DEFERRABLE INITIALLY DEFERRED,
     CHECK (num_nonnulls(scope_cursor, partition_key, range_start) >= 1),
     CHECK ((range_start IS NULL) = (range_end IS NULL)),
     CHECK (range_start <= range_end),
@@ -300,7 +305,8 @@ CREATE INDEX events_unrouted ON events (event_id) WHERE routed_at IS NULL;
 CREATE INDEX events_dataset_version ON events (dataset_version, event_id);
 
 ALTER TABLE tasks
-    ADD CONSTRAINT tasks_input_event_fk FOREIGN KEY (input_event_id) REFERENCES events;
+    ADD CONSTRAINT tasks_input_event_fk FOREIGN KEY (input_event_id) REFERENCES events
+        DEFERRABLE INITIALLY DEFERRED;
 
 -- Executions of a task. Only the newest attempt may report; its token is stored hashed.
 CREATE TABLE task_attempts (
@@ -322,16 +328,18 @@ CREATE UNIQUE INDEX task_attempts_one_running ON task_attempts (task_id) WHERE s
 CREATE INDEX task_attempts_lease ON task_attempts (lease_expires_at) WHERE status = 'Running';
 
 ALTER TABLE events
-    ADD CONSTRAINT events_producer_attempt_fk FOREIGN KEY (producer_attempt_id) REFERENCES task_attempts;
+    ADD CONSTRAINT events_producer_attempt_fk FOREIGN KEY (producer_attempt_id) REFERENCES task_attempts
+        ON DELETE SET NULL;
 
 -- Lineage: which input events, of which dataset versions, a task consumed.
 CREATE TABLE task_inputs (
     task_id uuid NOT NULL REFERENCES tasks ON DELETE CASCADE,
-    event_id bigint NOT NULL REFERENCES events,
+    event_id bigint NOT NULL REFERENCES events DEFERRABLE INITIALLY DEFERRED,
     dataset_uuid uuid NOT NULL,
     dataset_version uuid NOT NULL,
     PRIMARY KEY (task_id, event_id),
     FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version)
+        DEFERRABLE INITIALLY DEFERRED
 );
 CREATE INDEX task_inputs_version ON task_inputs (dataset_version);
 
@@ -340,8 +348,8 @@ CREATE INDEX task_inputs_version ON task_inputs (dataset_version);
 CREATE TABLE job_inputs (
     job_id uuid NOT NULL REFERENCES jobs ON DELETE CASCADE,
     input_index integer NOT NULL CHECK (input_index >= 0),
-    dataset_uuid uuid NOT NULL REFERENCES datasets,
-    upstream_job_id uuid REFERENCES jobs,
+    dataset_uuid uuid NOT NULL REFERENCES datasets DEFERRABLE INITIALLY DEFERRED,
+    upstream_job_id uuid REFERENCES jobs DEFERRABLE INITIALLY DEFERRED,
     PRIMARY KEY (job_id, input_index)
 );
 CREATE INDEX job_inputs_dataset ON job_inputs (dataset_uuid);
@@ -403,6 +411,7 @@ CREATE TABLE alert_events (
     UNIQUE (dataset_version, dedup_key),
     FOREIGN KEY (org_id, dataset_uuid) REFERENCES datasets (org_id, dataset_uuid) ON DELETE CASCADE,
     FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version)
+        DEFERRABLE INITIALLY DEFERRED
 );
 CREATE INDEX alert_events_time ON alert_events (dataset_version, event_time);
 
@@ -450,7 +459,7 @@ CREATE TABLE secrets (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (org_id, env, scope, name),
-    FOREIGN KEY (org_id, created_by) REFERENCES users (org_id, user_id)
+    FOREIGN KEY (org_id, created_by) REFERENCES users (org_id, user_id) ON DELETE SET NULL (created_by)
 );
 
 -- Query Service runs: batch queries' status and results, and every query's pins.
@@ -479,5 +488,6 @@ CREATE TABLE query_pins (
     dataset_version uuid NOT NULL,
     PRIMARY KEY (query_id, dataset_uuid),
     FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version)
+        DEFERRABLE INITIALLY DEFERRED
 );
 CREATE INDEX query_pins_version ON query_pins (dataset_version);
