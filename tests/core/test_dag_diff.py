@@ -60,7 +60,7 @@ def test_added_and_removed_jobs() -> None:
         "    config: {datatype: transactions}\n    outputs: [{storage: s3}]\npublish:",
     ).replace(
         "  whales:\n    inputs: [{from: {dataset: eth_transactions}}]\n    operator: sql\n"
-        "    config: {query: \"select * from input where value > 1e21\"}\n"
+        '    config: {query: "select * from input where value > 1e21"}\n'
         "    outputs: [{storage: postgres, write_mode: direct, unique_key: [hash]}]\n"
         "    update_strategy: append\n",
         "",

@@ -102,7 +102,10 @@ CASES = [
         id="unknown-worker-pool",
     ),
     pytest.param(
-        edit("    operator: block_follower\n", "    operator: block_follower\n    inputs: [{from: {job: ranges}}]\n"),
+        edit(
+            "    operator: block_follower\n",
+            "    operator: block_follower\n    inputs: [{from: {job: ranges}}]\n",
+        ),
         "jobs.blocks.inputs",
         "inputs: [{from: {job: ranges}}]",
         "a source job has no inputs",
@@ -176,7 +179,9 @@ def test_cycle_is_reported_on_a_job_of_the_cycle_with_its_line(tmp_path: Path) -
     [error] = errors
     job = error["field"].split(".")[1]
     assert error["message"] == "the inputs form a cycle: " + (
-        "ranges -> blocks_parquet -> ranges" if job == "blocks_parquet" else "blocks_parquet -> ranges -> blocks_parquet"
+        "ranges -> blocks_parquet -> ranges"
+        if job == "blocks_parquet"
+        else "blocks_parquet -> ranges -> blocks_parquet"
     )
     job_lines = [i for i, line in enumerate(text.splitlines(), 1) if line == f"  {job}:"]
     assert int(error["line"]) > job_lines[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import psycopg
 import pytest
 from psycopg import errors
 
@@ -38,8 +37,13 @@ async def test_events_dedupe_on_producer_dataset_and_scope(db: Conn) -> None:
                                     producer_task_id)
                 VALUES (%(o)s, %(ds)s, %(v)s, 'data', 0, 99, %(k)s, %(t)s)
                 ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING RETURNING event_id"""
-    params = {"o": g.org_id, "ds": g.dataset_uuid, "v": g.dataset_version, "k": scope_key(None, None, 0, 99),
-              "t": g.task_id}
+    params = {
+        "o": g.org_id,
+        "ds": g.dataset_uuid,
+        "v": g.dataset_version,
+        "k": scope_key(None, None, 0, 99),
+        "t": g.task_id,
+    }
     first = await (await db.execute(insert, params)).fetchall()
     again = await (await db.execute(insert, params)).fetchall()
     assert (len(first), len(again)) == (1, 0)
@@ -51,12 +55,16 @@ async def test_an_event_needs_a_scope_and_an_ordered_range(db: Conn) -> None:
     with pytest.raises(errors.CheckViolation):
         await db.execute(
             """INSERT INTO events (org_id, dataset_uuid, dataset_version, kind, scope_key, producer_task_id)
-               VALUES (%(o)s, %(ds)s, %(v)s, 'data', 'x', %(t)s)""", base)
+               VALUES (%(o)s, %(ds)s, %(v)s, 'data', 'x', %(t)s)""",
+            base,
+        )
     with pytest.raises(errors.CheckViolation):
         await db.execute(
             """INSERT INTO events (org_id, dataset_uuid, dataset_version, kind, range_start, range_end, scope_key,
                                    producer_task_id)
-               VALUES (%(o)s, %(ds)s, %(v)s, 'data', 9, 1, 'x', %(t)s)""", base)
+               VALUES (%(o)s, %(ds)s, %(v)s, 'data', 9, 1, 'x', %(t)s)""",
+            base,
+        )
 
 
 async def test_one_live_run_per_source_job(db: Conn) -> None:
@@ -125,7 +133,8 @@ async def test_a_pointer_must_name_a_version_of_its_own_dataset(db: Conn) -> Non
     )
     pointer_set = await one(
         db,
-        "INSERT INTO pointer_sets (org_id, dag_id, dag_version_id) VALUES (%(o)s, %(d)s, %(v)s) RETURNING pointer_set_id",
+        """INSERT INTO pointer_sets (org_id, dag_id, dag_version_id)
+           VALUES (%(o)s, %(d)s, %(v)s) RETURNING pointer_set_id""",
         {"o": g.org_id, "d": g.dag_id, "v": g.dag_version_id},
     )
     with pytest.raises(errors.ForeignKeyViolation):
@@ -163,5 +172,3 @@ async def test_deleting_an_org_removes_everything_it_owns(db: Conn) -> None:
     for table in ("users", "dags", "dag_versions", "jobs", "datasets", "dataset_versions", "tasks"):
         count = await one(db, f"SELECT count(*) FROM {table}", {})
         assert count == 0, table
-
-

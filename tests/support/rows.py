@@ -38,7 +38,8 @@ async def make_org(conn: Conn, name: str = "acme") -> tuple[UUID, UUID]:
     )
     for role in ("admin", "writer", "reader"):
         await conn.execute(
-            "INSERT INTO org_roles (org_id, name, is_system) VALUES (%(o)s, %(r)s, true)", {"o": org_id, "r": role}
+            "INSERT INTO org_roles (org_id, name, is_system) VALUES (%(o)s, %(r)s, true)",
+            {"o": org_id, "r": role},
         )
     return org_id, user_id
 
@@ -83,5 +84,7 @@ async def make_graph(conn: Conn, org_name: str = "acme") -> Graph:
                VALUES (%(o)s, %(d)s, %(v)s, %(j)s, 'ecs_python', 3) RETURNING task_id""",
             {"o": org_id, "d": dag_id, "v": version_id, "j": job_id},
         )
-        await conn.execute("UPDATE dags SET active_version_id = %(v)s WHERE dag_id = %(d)s", {"v": version_id, "d": dag_id})
+        await conn.execute(
+            "UPDATE dags SET active_version_id = %(v)s WHERE dag_id = %(d)s", {"v": version_id, "d": dag_id}
+        )
     return Graph(org_id, user_id, dag_id, version_id, job_id, dataset_uuid, dataset_version, task_id)

@@ -71,9 +71,7 @@ def admin_bootstrap(
 
     async def run(database_url: str) -> str:
         await migrate_url(database_url)
-        async with await psycopg.AsyncConnection.connect(
-            database_url, autocommit=True, row_factory=dict_row
-        ) as conn:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
             _, token = await bootstrap_org(conn, org, admin)
         return token.secret
 

@@ -32,5 +32,11 @@ def delivery_idempotency_key(
 ) -> str:
     """Key of one alert delivery. It leaves out dataset versions and task ids on purpose: a retry or a
     rematerialization that raises the same alert for the same destination must not send it twice."""
-    parts = {"org": str(org_id), "dag": dag_name, "job": job_name, "alert": alert_dedup_key, "to": destination}
+    parts = {
+        "org": str(org_id),
+        "dag": dag_name,
+        "job": job_name,
+        "alert": alert_dedup_key,
+        "to": destination,
+    }
     return hashlib.sha256(canonical_json(parts)).hexdigest()

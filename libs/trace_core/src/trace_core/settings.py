@@ -34,9 +34,7 @@ class Settings(BaseSettings):
     )
     dispatcher_host: str = Field("127.0.0.1", description="Interface the dispatcher binds to.")
     dispatcher_port: int = Field(8710, description="Port the dispatcher listens on.")
-    dispatcher_url: str = Field(
-        "http://127.0.0.1:8710", description="Where other components reach the dispatcher."
-    )
+    dispatcher_url: str = Field("http://127.0.0.1:8710", description="Where other components reach the dispatcher.")
     migrate_on_start: bool = Field(True, description="Apply pending migrations when a service starts.")
 
     @property

@@ -6,7 +6,9 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from psycopg import OperationalError
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
+
+from trace_core.db.pool import Pool
 
 
 class HealthController(Controller):
@@ -19,7 +21,7 @@ class HealthController(Controller):
 
     @get("/readyz", summary="The process can reach Postgres")
     async def readyz(self, state: State) -> Response[dict[str, str]]:
-        pool: AsyncConnectionPool = state.db_pool
+        pool: Pool = state.db_pool
         try:
             async with pool.connection(timeout=2) as conn:
                 await conn.execute("SELECT 1")

@@ -12,11 +12,11 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
-from psycopg_pool import AsyncConnectionPool
 
 from trace_core.auth.principal import Principal, has_role
 from trace_core.auth.repository import principal_by_token_hash
 from trace_core.auth.tokens import hash_token, service_credential_matches
+from trace_core.db.pool import Pool
 from trace_core.settings import Settings
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
@@ -34,7 +34,7 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         token = _bearer(connection)
         if token is None:
             raise NotAuthorizedException("missing API token: send 'Authorization: Bearer <token>'")
-        pool: AsyncConnectionPool = connection.app.state.db_pool
+        pool: Pool = connection.app.state.db_pool
         async with pool.connection() as conn:
             principal = await principal_by_token_hash(conn, hash_token(token))
         if principal is None:

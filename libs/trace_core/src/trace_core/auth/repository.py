@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
-
-from psycopg import AsyncConnection
 
 from trace_core.auth.principal import SYSTEM_ROLES, Principal
 from trace_core.auth.tokens import IssuedToken, issue_token
+from trace_core.db.pool import Connection as Conn
 from trace_core.db.queries import load_queries
 
 Q = load_queries("trace_core.auth", "queries.sql")
-Conn = AsyncConnection[dict[str, Any]]
 
 
 class OrgExistsError(ValueError):
@@ -62,9 +59,7 @@ async def bootstrap_org(conn: Conn, org_name: str, admin_name: str = "admin") ->
         user_row = await cursor.fetchone()
         assert user_row is not None
         user_id: UUID = user_row["user_id"]
-        await conn.execute(
-            Q["grant_role"], {"org_id": org_id, "user_id": user_id, "granted_by": None, "role": "admin"}
-        )
+        await conn.execute(Q["grant_role"], {"org_id": org_id, "user_id": user_id, "granted_by": None, "role": "admin"})
         token = await create_token(conn, org_id, user_id, label="bootstrap")
     principal = Principal(user_id, admin_name, org_id, org_name, frozenset({SYSTEM_ROLES[0]}))
     return principal, token

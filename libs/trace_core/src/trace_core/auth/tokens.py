@@ -7,7 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-TOKEN_PREFIX = "trc_"
+TOKEN_PREFIX = "trc_"  # noqa: S105 - a public marker, not a secret
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 
 from trace_core.dag.config import DagConfig, Job
 from trace_core.dag.diff import DagDiff, diff
-from trace_core.dag.loader import ConfigIssue, DagConfigError, load_dag_file, load_dag_yaml
+from trace_core.dag.errors import ConfigIssue, DagConfigError
+from trace_core.dag.loader import load_dag_file, load_dag_yaml
 
 __all__ = [
     "ConfigIssue",

@@ -63,7 +63,8 @@ def check_name(value: str, pattern: re.Pattern[str], what: str) -> str:
     """Raise a validation error naming the rule when `value` does not match `pattern`."""
     if not pattern.match(value):
         raise PydanticCustomError(
-            "name_pattern", "{what} {value} must match {pattern}",
+            "name_pattern",
+            "{what} {value} must match {pattern}",
             {"what": what, "value": repr(value), "pattern": pattern.pattern},
         )
     return value
@@ -167,7 +168,9 @@ class Job(_Strict):
             )
         if value not in {r.value for r in Runtime}:
             raise PydanticCustomError(
-                "runtime_unknown", "unknown runtime {value}; use ecs_python or lambda_py", {"value": repr(value)}
+                "runtime_unknown",
+                "unknown runtime {value}; use ecs_python or lambda_py",
+                {"value": repr(value)},
             )
         return value
 
@@ -182,7 +185,8 @@ class Job(_Strict):
             )
         if value not in {s.value for s in ExecutionStrategy}:
             raise PydanticCustomError(
-                "execution_strategy", "execution_strategy must be PerUpdate or PerPartition, got {value}",
+                "execution_strategy",
+                "execution_strategy must be PerUpdate or PerPartition, got {value}",
                 {"value": repr(value)},
             )
         return value

@@ -65,17 +65,28 @@ def _compose(text: str, source: str) -> tuple[dict[str, Any], dict[Path, int]]:
         raise DagConfigError([ConfigIssue((), f"not valid YAML: {message}", line)], source) from None
     except yaml.reader.ReaderError as error:
         line = text.count("\n", 0, error.position) + 1
-        raise DagConfigError([ConfigIssue((), f"not valid YAML: {error.reason} (character #x{error.character:04x})", line)], source) from None
+        raise DagConfigError(
+            [ConfigIssue((), f"not valid YAML: {error.reason} (character #x{error.character:04x})", line)],
+            source,
+        ) from None
     except (yaml.YAMLError, RecursionError, ValueError, TypeError) as error:
         raise DagConfigError([ConfigIssue((), f"not valid YAML: {error}", 1)], source) from None
     if node is None:
-        raise DagConfigError([ConfigIssue((), "the document is empty; a DAG needs at least `dag:` and `jobs:`", 1)], source)
+        raise DagConfigError(
+            [ConfigIssue((), "the document is empty; a DAG needs at least `dag:` and `jobs:`", 1)], source
+        )
     if duplicates:
         raise DagConfigError(duplicates, source)
     if not isinstance(document, dict):
         kind = type(document).__name__ if document is not None else "null"
         raise DagConfigError(
-            [ConfigIssue((), f"a DAG document is a mapping with `dag:` and `jobs:`, not a {kind}", node.start_mark.line + 1)],
+            [
+                ConfigIssue(
+                    (),
+                    f"a DAG document is a mapping with `dag:` and `jobs:`, not a {kind}",
+                    node.start_mark.line + 1,
+                )
+            ],
             source,
         )
     return document, lines

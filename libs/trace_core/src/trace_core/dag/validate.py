@@ -118,7 +118,10 @@ def _check_publish(config: DagConfig) -> list[ConfigIssue]:
             )
         if entry.dataset in names:
             issues.append(
-                ConfigIssue((*path, "dataset"), f"dataset {entry.dataset!r} is already published by publish.{names[entry.dataset]}")
+                ConfigIssue(
+                    (*path, "dataset"),
+                    f"dataset {entry.dataset!r} is already published by publish.{names[entry.dataset]}",
+                )
             )
         else:
             names[entry.dataset] = index

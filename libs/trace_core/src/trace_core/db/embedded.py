@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -14,7 +15,7 @@ def start_embedded_postgres(pgdata: Path) -> str:
         import pgserver
 
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     uri: str = server.get_uri()
     return uri
 
@@ -29,12 +30,10 @@ def stop_embedded_postgres(pgdata: Path) -> bool:
     info = PostmasterInfo.read_from_pgdata(pgdata)
     if info is None or not info.is_running():
         return False
-    pgserver.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=_cluster_owner())
+    pgserver.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=_cluster_owner())  # type: ignore[attr-defined]
     return True
 
 
 def _cluster_owner() -> str | None:
-    import os
-
     # pgserver runs the server as the system user `pgserver` when started by root (postgres refuses root).
     return "pgserver" if os.geteuid() == 0 else None

@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 
@@ -62,7 +63,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-async def migrate(conn: psycopg.AsyncConnection[object]) -> list[Migration]:
+async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
     """Apply pending migrations; returns the ones applied (empty when the schema is current).
 
     The connection must be in autocommit mode: each migration commits on its own, and the advisory lock is

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from trace_core.db.embedded import start_embedded_postgres
 from trace_core.settings import Settings
+
+Connection = AsyncConnection[dict[str, Any]]
+Pool = AsyncConnectionPool[Connection]
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -16,10 +22,12 @@ def resolve_database_url(settings: Settings) -> str:
     return start_embedded_postgres(settings.embedded_pgdata)
 
 
-def create_pool(settings: Settings, database_url: str, *, name: str) -> AsyncConnectionPool:
-    """A closed pool (open it in the app's lifespan with `await pool.open(wait=True)`); rows are dicts."""
+def create_pool(settings: Settings, database_url: str, *, name: str) -> Pool:
+    """A closed pool (open it in the app's lifespan with `await pool.open(wait=True)`): autocommit
+    connections with dict rows, so every transaction is an explicit `conn.transaction()` block."""
     return AsyncConnectionPool(
         database_url,
+        connection_class=Connection,
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         kwargs={"row_factory": dict_row, "autocommit": True},

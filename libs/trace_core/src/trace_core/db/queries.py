@@ -23,5 +23,5 @@ def load_queries(package: str, filename: str) -> dict[str, sql.SQL]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in queries:
             raise ValueError(f"{package}/{filename}: query {name!r} is defined twice")
-        queries[name] = sql.SQL(body.strip())  # type: ignore[arg-type]  # trusted file shipped with the code
+        queries[name] = sql.SQL(body.strip())
     return queries

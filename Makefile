@@ -1,0 +1,35 @@
+# The two commands: `make run` and `make test`. Both install what they need (uv, the locked dependencies).
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+STAMP := $(VENV)/.synced
+
+.PHONY: run test lint typecheck pytest sync clean
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv
+
+$(STAMP): $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+	$(UV) sync --frozen --all-packages
+	touch $(STAMP)
+
+sync: $(STAMP) ## install the locked dependencies into .venv
+
+run: $(STAMP) ## start the local stack in the foreground (Ctrl-C stops it)
+	$(UV) run --frozen --no-sync trace dev up
+
+test: lint typecheck pytest ## ruff, mypy --strict, pytest
+
+lint: $(STAMP)
+	$(UV) run --frozen --no-sync ruff check .
+	$(UV) run --frozen --no-sync ruff format --check .
+
+typecheck: $(STAMP)
+	$(UV) run --frozen --no-sync mypy libs services tests
+
+pytest: $(STAMP)
+	$(UV) run --frozen --no-sync pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

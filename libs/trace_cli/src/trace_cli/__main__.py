@@ -1,0 +1,3 @@
+from trace_cli.main import app
+
+app(prog_name="trace")
