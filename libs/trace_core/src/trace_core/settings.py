@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class LogFormat(StrEnum):
     CONSOLE = "console"
     JSON = "json"
+
+
+# Good enough on one machine; any other TRACE_ENV must set its own TRACE_SERVICE_TOKEN.
+LOCAL_SERVICE_TOKEN = "trace-local-service-token"  # noqa: S105
 
 
 class Settings(BaseSettings):
@@ -29,13 +34,19 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(LogFormat.CONSOLE, description="`console` (readable) or `json` (production).")
     log_level: str = Field("INFO", description="Lowest log level emitted.")
     service_token: SecretStr = Field(
-        SecretStr("trace-local-service-token"),
+        SecretStr(LOCAL_SERVICE_TOKEN),
         description="Credential platform components present on `/internal/*`; set a real secret in production.",
     )
     dispatcher_host: str = Field("127.0.0.1", description="Interface the dispatcher binds to.")
     dispatcher_port: int = Field(8710, description="Port the dispatcher listens on.")
     dispatcher_url: str = Field("http://127.0.0.1:8710", description="Where other components reach the dispatcher.")
     migrate_on_start: bool = Field(True, description="Apply pending migrations when a service starts.")
+
+    @model_validator(mode="after")
+    def _no_default_credential_outside_local(self) -> Self:
+        if self.env != "local" and self.service_token.get_secret_value() == LOCAL_SERVICE_TOKEN:
+            raise ValueError(f"TRACE_SERVICE_TOKEN must be set when TRACE_ENV is {self.env!r} (not 'local')")
+        return self
 
     @property
     def embedded_pgdata(self) -> Path:
