@@ -9,7 +9,7 @@ STAMP := $(VENV)/.synced
 .PHONY: run test lint typecheck pytest sync clean
 
 $(UV):
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --prefix $(CURDIR)/.tools uv
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --ignore-installed --prefix $(CURDIR)/.tools uv
 
 $(STAMP): $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 	$(UV) sync --frozen --all-packages
