@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +41,38 @@ class Settings(BaseSettings):
     dispatcher_port: int = Field(8710, description="Port the dispatcher listens on.")
     dispatcher_url: str = Field("http://127.0.0.1:8710", description="Where other components reach the dispatcher.")
     migrate_on_start: bool = Field(True, description="Apply pending migrations when a service starts.")
+    transport: Literal["embedded", "sqs"] = Field(
+        "embedded", description="How `ecs_python` task ids reach workers: `embedded` (workers poll) or `sqs`."
+    )
+    lambda_transport: Literal["embedded", "lambda"] = Field(
+        "embedded", description="How `lambda_py` tasks run: `embedded` (local workers poll) or `lambda` (invoke)."
+    )
+    sqs_queue_url_prefix: str = Field(
+        "", description="SQS transport: queue URL prefix; a runtime's queue is `{prefix}{runtime}`."
+    )
+    lambda_function_prefix: str = Field(
+        "trace-", description="Lambda transport: a runtime's function is `{prefix}{runtime}`."
+    )
+    aws_endpoint_url: str | None = Field(None, description="AWS endpoint override (moto's server in tests).")
+    aws_region: str = Field("us-east-1", description="AWS region of SQS, Lambda and Secrets Manager.")
+    lease_s: float = Field(30, gt=0, description="An attempt's lease; each heartbeat extends it by this much.")
+    heartbeat_interval_s: float = Field(5, gt=0, description="How often workers heartbeat a running attempt.")
+    dispatch_timeout_s: float = Field(
+        120, gt=0, description="A dispatched task whose attempt has not started by then goes back to the queue."
+    )
+    retry_base_s: float = Field(2, ge=0, description="Retry backoff: base * 2^(attempt-1), with jitter.")
+    retry_max_s: float = Field(300, ge=0, description="Retry backoff ceiling.")
+    inflight_limit: int = Field(
+        256, ge=1, description="Tasks of one runtime handed to the transport and not finished, at most."
+    )
+    scheduler_batch: int = Field(500, ge=1, description="Tasks the scheduler dispatches per pass, at most.")
+    router_batch: int = Field(1000, ge=1, description="Events the router turns into tasks per pass, at most.")
+    dispatcher_loops: bool = Field(True, description="Campaign for the leader lock and run the loops.")
+    loop_sweep_s: float = Field(1.0, gt=0, description="Loops run at least this often without a notification.")
+    worker_runtime: str = Field("ecs_python", description="Runtime a worker serves.")
+    worker_concurrency: int = Field(4, ge=1, description="Tasks one worker runs at once (child processes).")
+    worker_id: str | None = Field(None, description="Worker name in attempts; default host:pid.")
+    sqs_wait_s: int = Field(10, ge=0, le=20, description="SQS long-poll wait of a worker.")
 
     @model_validator(mode="after")
     def _no_default_credential_outside_local(self) -> Self:

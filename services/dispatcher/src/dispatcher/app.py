@@ -11,7 +11,19 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from dispatcher.health import HealthController
+from dispatcher.internal.controller import InternalController
+from dispatcher.internal.service import WorkerApi
+from dispatcher.loops.context import LoopContext
+from dispatcher.loops.leader import Leader
+from dispatcher.metrics import Metrics
+from dispatcher.notifications import Notifications
+from dispatcher.public.dags import DagController
 from dispatcher.public.orgs import OrgController
+from dispatcher.public.tasks import TaskController
+from dispatcher.transports.base import Transport
+from dispatcher.transports.embedded import EmbeddedTransport
+from dispatcher.transports.lambda_invoke import LambdaTransport
+from dispatcher.transports.sqs import SqsTransport
 from trace_core.auth.litestar import bearer_token_middleware
 from trace_core.db.migrate import migrate_url
 from trace_core.db.pool import create_pool, resolve_database_url
@@ -20,9 +32,17 @@ from trace_core.settings import Settings
 
 log = get_logger(__name__)
 
-# Routes that answer without an API token: probes, the OpenAPI document, and the internal API (which has
-# its own service-credential guard).
+# Routes that answer without an API token: probes, metrics, the OpenAPI document, and the internal API (which
+# has its own service-credential guard).
 UNAUTHENTICATED = ["^/healthz", "^/readyz", "^/metrics", "^/schema", "^/internal/"]
+
+
+def _transports(settings: Settings, worker_api: WorkerApi) -> dict[str, Transport]:
+    ecs: Transport = SqsTransport(settings) if settings.transport == "sqs" else EmbeddedTransport()
+    lam: Transport = (
+        LambdaTransport(settings, worker_api) if settings.lambda_transport == "lambda" else EmbeddedTransport()
+    )
+    return {"ecs_python": ecs, "lambda_py": lam}
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -36,16 +56,30 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await migrate_url(database_url)
         pool = create_pool(settings, database_url, name="dispatcher")
         await pool.open(wait=True)
-        app.state.db_pool = pool
-        log.info("dispatcher.started", port=settings.dispatcher_port)
+        notifications = Notifications(database_url)
+        notifications.start()
+        metrics = Metrics()
+        worker_api = WorkerApi(pool, settings, notifications, metrics)
+        transports = _transports(settings, worker_api)
+        leader = Leader(LoopContext(pool, settings, notifications, metrics, transports), database_url)
+        if settings.dispatcher_loops:
+            leader.start()
+        app.state.update(
+            db_pool=pool, notifications=notifications, metrics=metrics, worker_api=worker_api, leader=leader
+        )
+        log.info("dispatcher.started", port=settings.dispatcher_port, loops=settings.dispatcher_loops)
         try:
             yield
         finally:
+            await leader.stop()
+            for transport in transports.values():
+                await transport.close()
+            await notifications.stop()
             await pool.close()
             log.info("dispatcher.stopped")
 
     return Litestar(
-        route_handlers=[HealthController, OrgController],
+        route_handlers=[HealthController, OrgController, DagController, TaskController, InternalController],
         lifespan=[lifespan],
         middleware=[bearer_token_middleware(UNAUTHENTICATED)],
         state=State({"settings": settings}),

@@ -1,4 +1,4 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 
+from dispatcher.metrics import Metrics
 from trace_core.db.pool import Pool
 
 
@@ -28,3 +29,8 @@ class HealthController(Controller):
         except (OperationalError, PoolTimeout) as error:
             return Response({"status": "unavailable", "detail": str(error)}, status_code=HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"status": "ready"}, status_code=HTTP_200_OK)
+
+    @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
+    async def metrics(self, state: State) -> Response[bytes]:
+        metrics: Metrics = state.metrics
+        return Response(await metrics.render(state.db_pool), media_type="text/plain; version=0.0.4")

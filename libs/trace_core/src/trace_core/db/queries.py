@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from typing import Any
 
-from psycopg import sql
+from psycopg import AsyncConnection, sql
+
+Row = dict[str, Any]
 
 _HEADER = re.compile(r"^-- name: (?P<name>[a-z_][a-z0-9_]*) --\s*$", re.MULTILINE)
 
@@ -25,3 +28,13 @@ def load_queries(package: str, filename: str) -> dict[str, sql.SQL]:
             raise ValueError(f"{package}/{filename}: query {name!r} is defined twice")
         queries[name] = sql.SQL(body.strip())
     return queries
+
+
+async def fetch_one(conn: AsyncConnection[Row], query: sql.SQL, params: dict[str, Any]) -> Row | None:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchone()
+
+
+async def fetch_all(conn: AsyncConnection[Row], query: sql.SQL, params: dict[str, Any]) -> list[Row]:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchall()

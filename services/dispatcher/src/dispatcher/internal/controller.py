@@ -1,0 +1,61 @@
+"""`/internal/*`: the worker contract over HTTP, for platform components holding the service credential."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from dispatcher.internal.service import WorkerApi
+from trace_core.auth.litestar import require_service_credential
+from trace_core.contracts.internal import (
+    EmitEventsRequest,
+    EmitEventsResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    TaskCanceled,
+    TaskCompleteRequest,
+    TaskCompleteResponse,
+    TaskPollRequest,
+    TaskPollResponse,
+)
+from trace_core.contracts.tasks import TaskPayload
+
+
+class InternalController(Controller):
+    path = "/internal"
+    guards = [require_service_credential]
+    tags = ["internal"]
+
+    @get("/task-fetch", summary="Start a new attempt of a dispatched task (or learn it was canceled)")
+    async def task_fetch(
+        self,
+        state: State,
+        task_id: UUID,
+        worker_id: Annotated[str | None, Parameter(max_length=200)] = None,
+    ) -> TaskPayload | TaskCanceled:
+        api: WorkerApi = state.worker_api
+        return await api.fetch(task_id, worker_id)
+
+    @post("/heartbeat", status_code=200, summary="Extend the lease; answers canceled when the task was canceled")
+    async def heartbeat(self, state: State, data: HeartbeatRequest) -> HeartbeatResponse:
+        api: WorkerApi = state.worker_api
+        return await api.heartbeat(data)
+
+    @post("/events", status_code=200, summary="Emit events mid-task (deduplicated)")
+    async def events(self, state: State, data: EmitEventsRequest) -> EmitEventsResponse:
+        api: WorkerApi = state.worker_api
+        return await api.emit(data)
+
+    @post("/task-complete", status_code=200, summary="Finish an attempt, with its final events, atomically")
+    async def task_complete(self, state: State, data: TaskCompleteRequest) -> TaskCompleteResponse:
+        api: WorkerApi = state.worker_api
+        return await api.complete(data)
+
+    @post("/task-poll", status_code=200, summary="Embedded transport: the next dispatched task ids of a runtime")
+    async def task_poll(self, state: State, data: TaskPollRequest) -> TaskPollResponse:
+        api: WorkerApi = state.worker_api
+        return await api.poll(data)

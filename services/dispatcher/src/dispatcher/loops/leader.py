@@ -1,0 +1,82 @@
+"""Leader election: the loops run only in the replica holding a Postgres advisory lock. The lock lives with
+the session, so when the leader dies (even by SIGKILL) Postgres releases it and another replica takes over
+within a second or two."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import psycopg
+
+from dispatcher.loops.context import LoopContext
+from dispatcher.loops.reaper import run_reaper
+from dispatcher.loops.router import run_router
+from dispatcher.loops.scheduler import run_scheduler
+from trace_core.logging import get_logger
+
+log = get_logger(__name__)
+
+LEADER_LOCK_KEY = 0x7472616365_02
+CHECK_INTERVAL_S = 1.0
+
+
+class Leader:
+    def __init__(self, ctx: LoopContext, database_url: str) -> None:
+        self._ctx = ctx
+        self._database_url = database_url
+        self._task: asyncio.Task[None] | None = None
+        self.is_leader = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._campaign(), name="leader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _campaign(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._database_url, autocommit=True) as conn:
+                    while True:
+                        if await self._try_lock(conn):
+                            await self._lead(conn)
+                        await asyncio.sleep(CHECK_INTERVAL_S)
+            except (psycopg.Error, RuntimeError) as error:
+                log.warning("dispatcher.leader.lost", error=str(error))
+            finally:
+                self.is_leader = False
+            await asyncio.sleep(CHECK_INTERVAL_S)
+
+    @staticmethod
+    async def _try_lock(conn: psycopg.AsyncConnection[tuple[bool]]) -> bool:
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
+        row = await cursor.fetchone()
+        return bool(row and row[0])
+
+    async def _lead(self, conn: psycopg.AsyncConnection[tuple[bool]]) -> None:
+        self.is_leader = True
+        log.info("dispatcher.leader.acquired")
+        loops = [
+            asyncio.create_task(run_router(self._ctx), name="router"),
+            asyncio.create_task(run_scheduler(self._ctx), name="scheduler"),
+            asyncio.create_task(run_reaper(self._ctx), name="reaper"),
+        ]
+        try:
+            while True:
+                for loop in loops:
+                    if loop.done():
+                        error = loop.exception()
+                        log.error("dispatcher.leader.loop_died", loop=loop.get_name(), error=repr(error))
+                        raise RuntimeError(f"loop {loop.get_name()} died: {error!r}")
+                # a lost session means a lost lock: stop leading at once
+                await conn.execute("SELECT 1")
+                await asyncio.sleep(CHECK_INTERVAL_S)
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            log.info("dispatcher.leader.released")

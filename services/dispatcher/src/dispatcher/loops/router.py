@@ -1,0 +1,30 @@
+"""Router: new events become one task per subscribed job, a batch per statement."""
+
+from __future__ import annotations
+
+from dispatcher.loops.context import LoopContext
+from dispatcher.repositories import tasks as repo
+from trace_core.logging import get_logger
+
+log = get_logger(__name__)
+
+
+async def route_pending_events(ctx: LoopContext) -> int:
+    """Route until no unrouted events are left; returns the number of tasks made."""
+    made = 0
+    while True:
+        async with ctx.pool.connection() as conn, conn.transaction():
+            events, tasks = await repo.route_events(conn, ctx.settings.router_batch)
+        made += tasks
+        ctx.metrics.routed_events.inc(events)
+        if tasks:
+            ctx.notifications.notify_local("trace_tasks")
+        if events < ctx.settings.router_batch:
+            return made
+
+
+async def run_router(ctx: LoopContext) -> None:
+    while True:
+        seen = ctx.notifications.seq("trace_events")
+        await route_pending_events(ctx)
+        await ctx.notifications.wait("trace_events", ctx.settings.loop_sweep_s, after=seen)

@@ -1,0 +1,111 @@
+"""SQL of DAGs, versions, jobs, datasets and pointer sets."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from trace_core.db.pool import Connection
+from trace_core.db.queries import Row, fetch_all, fetch_one, load_queries
+
+Q = load_queries("dispatcher.repositories", "dags.sql")
+
+
+async def _one(conn: Connection, name: str, params: dict[str, Any]) -> Row | None:
+    return await fetch_one(conn, Q[name], params)
+
+
+async def _all(conn: Connection, name: str, params: dict[str, Any]) -> list[Row]:
+    return await fetch_all(conn, Q[name], params)
+
+
+async def dag_by_name(conn: Connection, org_id: UUID, dag_name: str) -> Row | None:
+    return await _one(conn, "dag_by_name", {"org_id": org_id, "dag_name": dag_name})
+
+
+async def list_dags(conn: Connection, org_id: UUID) -> list[Row]:
+    return await _all(conn, "list_dags", {"org_id": org_id})
+
+
+async def readable_published_dataset(
+    conn: Connection, org_id: UUID, user_id: UUID, is_admin: bool, dataset_name: str
+) -> Row | None:
+    params = {"org_id": org_id, "user_id": user_id, "is_admin": is_admin, "dataset_name": dataset_name}
+    return await _one(conn, "published_dataset_for_reader", params)
+
+
+async def dataset_names_taken(conn: Connection, org_id: UUID, names: list[str], dag_id: UUID | None) -> list[Row]:
+    return await _all(conn, "dataset_names_taken", {"org_id": org_id, "names": names, "dag_id": dag_id})
+
+
+async def insert_dag(conn: Connection, org_id: UUID, dag_name: str) -> UUID | None:
+    row = await _one(conn, "insert_dag", {"org_id": org_id, "dag_name": dag_name})
+    return None if row is None else UUID(str(row["dag_id"]))
+
+
+async def insert_dag_version(conn: Connection, **params: Any) -> UUID:
+    row = await _one(conn, "insert_dag_version", {**params, "config": Jsonb(params["config"])})
+    assert row is not None
+    return UUID(str(row["dag_version_id"]))
+
+
+async def insert_job(conn: Connection, **params: Any) -> UUID:
+    row = await _one(conn, "insert_job", {**params, "config": Jsonb(params["config"])})
+    assert row is not None
+    return UUID(str(row["job_id"]))
+
+
+async def insert_dag_version_job(conn: Connection, **params: Any) -> None:
+    await conn.execute(Q["insert_dag_version_job"], params)
+
+
+async def insert_dataset(conn: Connection, **params: Any) -> UUID:
+    row = await _one(conn, "insert_dataset", params)
+    assert row is not None
+    return UUID(str(row["dataset_uuid"]))
+
+
+async def insert_dataset_version(conn: Connection, **params: Any) -> None:
+    await conn.execute(Q["insert_dataset_version"], params)
+
+
+async def insert_job_input(conn: Connection, **params: Any) -> None:
+    await conn.execute(Q["insert_job_input"], params)
+
+
+async def publish_dataset(conn: Connection, dataset_uuid: UUID, dataset_name: str) -> None:
+    await conn.execute(Q["publish_dataset"], {"dataset_uuid": dataset_uuid, "dataset_name": dataset_name})
+
+
+async def insert_pointer_set(conn: Connection, org_id: UUID, dag_id: UUID, version_id: UUID) -> UUID:
+    row = await _one(conn, "insert_pointer_set", {"org_id": org_id, "dag_id": dag_id, "version_id": version_id})
+    assert row is not None
+    return UUID(str(row["pointer_set_id"]))
+
+
+async def insert_pointer_set_entry(
+    conn: Connection, pointer_set_id: UUID, dataset_uuid: UUID, dataset_version: UUID
+) -> None:
+    params = {"pointer_set_id": pointer_set_id, "dataset_uuid": dataset_uuid, "dataset_version": dataset_version}
+    await conn.execute(Q["insert_pointer_set_entry"], params)
+
+
+async def activate_dag(conn: Connection, dag_id: UUID, version_id: UUID, pointer_set_id: UUID) -> None:
+    params = {"dag_id": dag_id, "version_id": version_id, "pointer_set_id": pointer_set_id}
+    await conn.execute(Q["activate_dag"], params)
+
+
+async def insert_slot(conn: Connection, **params: Any) -> None:
+    await conn.execute(
+        Q["insert_slot"], {**params, "env": Jsonb(params["env"]), "secret_env": Jsonb(params["secret_env"])}
+    )
+
+
+async def dag_jobs(conn: Connection, version_id: UUID) -> list[Row]:
+    return await _all(conn, "dag_jobs", {"version_id": version_id})
+
+
+async def dag_datasets(conn: Connection, dag_id: UUID, pointer_set_id: UUID | None) -> list[Row]:
+    return await _all(conn, "dag_datasets", {"dag_id": dag_id, "pointer_set_id": pointer_set_id})

@@ -1,0 +1,108 @@
+-- name: dag_by_name --
+SELECT d.dag_id, d.dag_name, d.active_version_id, d.active_pointer_set_id, d.rebuilding_version_id,
+       d.created_at, d.updated_at, v.version AS active_version, v.deployed_by
+FROM dags d LEFT JOIN dag_versions v ON v.dag_version_id = d.active_version_id
+WHERE d.org_id = %(org_id)s AND d.dag_name = %(dag_name)s;
+
+-- name: list_dags --
+SELECT d.dag_id, d.dag_name, v.version AS active_version, v.created_at AS deployed_at, d.created_at,
+       (SELECT count(*) FROM dag_version_jobs vj WHERE vj.dag_version_id = d.active_version_id) AS jobs
+FROM dags d LEFT JOIN dag_versions v ON v.dag_version_id = d.active_version_id
+WHERE d.org_id = %(org_id)s
+ORDER BY d.dag_name;
+
+-- name: published_dataset_for_reader --
+-- A published dataset of the org, if the caller may read it (SPEC §5): admins; deployers of the producing
+-- DAG; holders of one of its read_roles.
+SELECT ds.dataset_uuid, ds.dag_id
+FROM datasets ds
+WHERE ds.org_id = %(org_id)s AND ds.dataset_name = %(dataset_name)s
+  AND (
+    %(is_admin)s
+    OR EXISTS (SELECT 1 FROM dag_versions v WHERE v.dag_id = ds.dag_id AND v.deployed_by = %(user_id)s)
+    OR EXISTS (
+        SELECT 1 FROM dataset_read_roles rr JOIN org_role_memberships m ON m.role_id = rr.role_id
+        WHERE rr.dataset_uuid = ds.dataset_uuid AND m.user_id = %(user_id)s
+    )
+  );
+
+-- name: dataset_names_taken --
+SELECT ds.dataset_name, d.dag_name
+FROM datasets ds JOIN dags d ON d.dag_id = ds.dag_id
+WHERE ds.org_id = %(org_id)s AND ds.dataset_name = ANY(%(names)s) AND ds.dag_id IS DISTINCT FROM %(dag_id)s;
+
+-- name: insert_dag --
+INSERT INTO dags (org_id, dag_name) VALUES (%(org_id)s, %(dag_name)s)
+ON CONFLICT (org_id, dag_name) DO NOTHING
+RETURNING dag_id;
+
+-- name: insert_dag_version --
+INSERT INTO dag_versions (org_id, dag_id, version, status, source_yaml, config, config_hash, deployed_by,
+                          activated_at)
+VALUES (%(org_id)s, %(dag_id)s, %(version)s, %(status)s, %(source_yaml)s, %(config)s, %(config_hash)s,
+        %(deployed_by)s, CASE WHEN %(status)s = 'active' THEN now() END)
+RETURNING dag_version_id;
+
+-- name: insert_job --
+INSERT INTO jobs (org_id, dag_id, job_name, activation, runtime, operator, config, execution_strategy,
+                  update_strategy, unique_key, materialization_hash, created_in_version_id)
+VALUES (%(org_id)s, %(dag_id)s, %(job_name)s, %(activation)s, %(runtime)s, %(operator)s, %(config)s,
+        %(execution_strategy)s, %(update_strategy)s, %(unique_key)s, %(materialization_hash)s, %(version_id)s)
+RETURNING job_id;
+
+-- name: insert_dag_version_job --
+INSERT INTO dag_version_jobs (dag_version_id, dag_id, job_name, job_id, rebuilds, worker_pool, max_concurrency,
+                              timeout_s, max_attempts)
+VALUES (%(version_id)s, %(dag_id)s, %(job_name)s, %(job_id)s, %(rebuilds)s, %(worker_pool)s,
+        %(max_concurrency)s, %(timeout_s)s, %(max_attempts)s);
+
+-- name: insert_dataset --
+INSERT INTO datasets (org_id, dag_id, job_name, output_index, storage, format, write_mode)
+VALUES (%(org_id)s, %(dag_id)s, %(job_name)s, %(output_index)s, %(storage)s, %(format)s, %(write_mode)s)
+RETURNING dataset_uuid;
+
+-- name: insert_dataset_version --
+INSERT INTO dataset_versions (dataset_version, org_id, dataset_uuid, job_id, storage_location)
+VALUES (%(dataset_version)s, %(org_id)s, %(dataset_uuid)s, %(job_id)s, %(storage_location)s);
+
+-- name: insert_job_input --
+INSERT INTO job_inputs (job_id, input_index, dataset_uuid, upstream_job_id)
+VALUES (%(job_id)s, %(input_index)s, %(dataset_uuid)s, %(upstream_job_id)s);
+
+-- name: publish_dataset --
+UPDATE datasets SET dataset_name = %(dataset_name)s, published_at = now(), updated_at = now()
+WHERE dataset_uuid = %(dataset_uuid)s;
+
+-- name: insert_pointer_set --
+INSERT INTO pointer_sets (org_id, dag_id, dag_version_id) VALUES (%(org_id)s, %(dag_id)s, %(version_id)s)
+RETURNING pointer_set_id;
+
+-- name: insert_pointer_set_entry --
+INSERT INTO pointer_set_entries (pointer_set_id, dataset_uuid, dataset_version)
+VALUES (%(pointer_set_id)s, %(dataset_uuid)s, %(dataset_version)s);
+
+-- name: activate_dag --
+UPDATE dags SET active_version_id = %(version_id)s, active_pointer_set_id = %(pointer_set_id)s, updated_at = now()
+WHERE dag_id = %(dag_id)s;
+
+-- name: insert_slot --
+INSERT INTO worker_pool_slots (org_id, dag_id, pool_name, slot_index, env, secret_env)
+VALUES (%(org_id)s, %(dag_id)s, %(pool_name)s, %(slot_index)s, %(env)s, %(secret_env)s);
+
+-- name: dag_jobs --
+SELECT vj.job_name, j.job_id, j.activation, j.operator, j.runtime, j.execution_strategy, j.update_strategy,
+       vj.worker_pool, vj.max_concurrency, vj.timeout_s, vj.max_attempts,
+       (SELECT jsonb_object_agg(s.status, s.n) FROM (
+            SELECT t.status, count(*) AS n FROM tasks t WHERE t.job_id = j.job_id GROUP BY t.status) s
+       ) AS tasks
+FROM dag_version_jobs vj JOIN jobs j ON j.job_id = vj.job_id
+WHERE vj.dag_version_id = %(version_id)s
+ORDER BY vj.job_name;
+
+-- name: dag_datasets --
+SELECT ds.job_name, ds.output_index, ds.dataset_uuid, ds.dataset_name, ds.storage, ds.format, ds.write_mode,
+       pe.dataset_version
+FROM datasets ds
+LEFT JOIN pointer_set_entries pe ON pe.dataset_uuid = ds.dataset_uuid AND pe.pointer_set_id = %(pointer_set_id)s
+WHERE ds.dag_id = %(dag_id)s
+ORDER BY ds.job_name, ds.output_index;

@@ -1,0 +1,415 @@
+-- name: insert_source_run --
+-- A source job's run: one live task per job (tasks_one_live_source_run).
+INSERT INTO tasks (org_id, dag_id, dag_version_id, job_id, runtime, max_attempts)
+VALUES (%(org_id)s, %(dag_id)s, %(version_id)s, %(job_id)s, %(runtime)s, %(max_attempts)s)
+ON CONFLICT DO NOTHING
+RETURNING task_id;
+
+-- name: latest_source_run --
+SELECT task_id, status, attempt_count, max_attempts FROM tasks
+WHERE job_id = %(job_id)s AND input_event_id IS NULL
+ORDER BY created_at DESC LIMIT 1
+FOR UPDATE;
+
+-- name: reopen_source_run --
+-- Restarting an ended source run reopens the same task, so the events its new attempts re-emit dedupe.
+UPDATE tasks SET status = 'Queued', finished_at = NULL, not_before = now(), cancel_requested_at = NULL,
+                 max_attempts = attempt_count + %(max_attempts)s, last_error = NULL, updated_at = now()
+WHERE task_id = %(task_id)s
+RETURNING task_id;
+
+-- name: route_events --
+-- One pass of the router: a batch of unrouted events becomes one task per subscribed job and event.
+WITH batch AS (
+    SELECT e.event_id, e.dataset_uuid, e.dataset_version, e.partition_key, e.range_start, e.range_end,
+           e.scope_cursor
+    FROM events e
+    WHERE e.routed_at IS NULL
+    ORDER BY e.event_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+producer AS (
+    SELECT b.*, dv.job_id AS producer_job_id
+    FROM batch b JOIN dataset_versions dv USING (dataset_uuid, dataset_version)
+),
+subscribers AS (
+    -- inputs wired to the job materialization that wrote this version (same DAG)
+    SELECT p.event_id, ji.job_id FROM producer p JOIN job_inputs ji ON ji.upstream_job_id = p.producer_job_id
+    UNION
+    -- inputs reading another DAG's published dataset: only events of its current version
+    SELECT p.event_id, ji.job_id
+    FROM producer p
+    JOIN job_inputs ji ON ji.upstream_job_id IS NULL AND ji.dataset_uuid = p.dataset_uuid
+    JOIN datasets ds ON ds.dataset_uuid = p.dataset_uuid
+    JOIN dags pd ON pd.dag_id = ds.dag_id
+    JOIN pointer_set_entries pe ON pe.pointer_set_id = pd.active_pointer_set_id
+        AND pe.dataset_uuid = p.dataset_uuid AND pe.dataset_version = p.dataset_version
+),
+targets AS (
+    -- only jobs of a DAG's active or rebuilding version subscribe; the active version's settings win
+    SELECT DISTINCT ON (s.event_id, s.job_id)
+           s.event_id, s.job_id, j.org_id, j.dag_id, vj.dag_version_id, j.runtime, j.execution_strategy,
+           vj.max_attempts
+    FROM subscribers s
+    JOIN jobs j ON j.job_id = s.job_id
+    JOIN dags d ON d.dag_id = j.dag_id
+    JOIN dag_version_jobs vj ON vj.job_id = j.job_id
+        AND vj.dag_version_id IN (d.active_version_id, d.rebuilding_version_id)
+    ORDER BY s.event_id, s.job_id, (vj.dag_version_id = d.active_version_id) DESC
+),
+inserted AS (
+    INSERT INTO tasks (org_id, dag_id, dag_version_id, job_id, input_event_id, runtime, partition_key,
+                       max_attempts)
+    SELECT t.org_id, t.dag_id, t.dag_version_id, t.job_id, t.event_id, t.runtime,
+           CASE WHEN t.execution_strategy = 'PerPartition'
+                THEN coalesce(b.partition_key, b.range_start || '-' || b.range_end, '') END,
+           t.max_attempts
+    FROM targets t JOIN batch b ON b.event_id = t.event_id
+    ON CONFLICT (job_id, input_event_id) DO NOTHING
+    RETURNING task_id, input_event_id
+),
+lineage AS (
+    INSERT INTO task_inputs (task_id, event_id, dataset_uuid, dataset_version)
+    SELECT i.task_id, i.input_event_id, b.dataset_uuid, b.dataset_version
+    FROM inserted i JOIN batch b ON b.event_id = i.input_event_id
+),
+routed AS (
+    UPDATE events SET routed_at = now() WHERE event_id IN (SELECT event_id FROM batch)
+)
+SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM inserted) AS tasks;
+
+-- name: dispatch_ready_tasks --
+-- One pass of the scheduler for one runtime: pick ready tasks within every limit (runtime in-flight,
+-- job concurrency, PerPartition order, worker-pool slots), lease their slots and mark them Dispatched.
+WITH job_settings AS (
+    -- the execution settings in force for each job: its DAG's active version, else the rebuilding one
+    SELECT DISTINCT ON (vj.job_id)
+           vj.job_id, vj.worker_pool, vj.timeout_s, d.dag_id,
+           CASE WHEN vj.worker_pool IS NULL THEN vj.max_concurrency
+                ELSE least(vj.max_concurrency, (
+                    SELECT count(*) FROM worker_pool_slots s
+                    WHERE s.dag_id = d.dag_id AND s.pool_name = vj.worker_pool AND s.retired_at IS NULL))
+           END AS capacity
+    FROM dags d
+    JOIN dag_version_jobs vj ON vj.dag_version_id IN (d.active_version_id, d.rebuilding_version_id)
+    ORDER BY vj.job_id, (vj.dag_version_id = d.active_version_id) DESC
+),
+in_flight AS (
+    SELECT job_id, count(*) AS n FROM tasks
+    WHERE status IN ('Dispatched', 'Running') AND runtime = %(runtime)s
+    GROUP BY job_id
+),
+busy_partitions AS (
+    SELECT DISTINCT job_id, partition_key FROM tasks
+    WHERE status IN ('Dispatched', 'Running') AND partition_key IS NOT NULL AND runtime = %(runtime)s
+),
+queued AS (
+    SELECT t.task_id, t.job_id, t.partition_key, t.not_before, t.input_event_id, t.created_at,
+           row_number() OVER (PARTITION BY t.job_id, t.partition_key
+                              ORDER BY t.input_event_id NULLS FIRST, t.created_at, t.task_id) AS partition_rank
+    FROM tasks t
+    WHERE t.status = 'Queued' AND t.runtime = %(runtime)s
+),
+heads AS (
+    -- a task waiting for its retry keeps its place: what comes after it in its job or partition waits too
+    SELECT q.*, row_number() OVER (PARTITION BY q.job_id
+                                   ORDER BY q.input_event_id NULLS FIRST, q.created_at, q.task_id) AS job_rank
+    FROM queued q
+    WHERE q.partition_key IS NULL
+       OR (q.partition_rank = 1 AND NOT EXISTS (
+            SELECT 1 FROM busy_partitions b WHERE b.job_id = q.job_id AND b.partition_key = q.partition_key))
+),
+picked AS (
+    SELECT h.task_id, h.job_id, s.dag_id, s.worker_pool, s.timeout_s
+    FROM heads h
+    JOIN job_settings s ON s.job_id = h.job_id
+    LEFT JOIN in_flight f ON f.job_id = h.job_id
+    WHERE h.job_rank <= s.capacity - coalesce(f.n, 0) AND h.not_before <= now()
+    ORDER BY h.not_before, h.created_at
+    LIMIT greatest(0, least(%(limit)s, %(inflight_limit)s - coalesce((SELECT sum(n) FROM in_flight), 0)))
+),
+free_slots AS (
+    SELECT s.slot_id, s.dag_id, s.pool_name,
+           row_number() OVER (PARTITION BY s.dag_id, s.pool_name ORDER BY s.slot_index) AS n
+    FROM worker_pool_slots s
+    WHERE s.retired_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM slot_leases l WHERE l.slot_id = s.slot_id)
+      AND (s.dag_id, s.pool_name) IN (SELECT dag_id, worker_pool FROM picked)
+),
+wanting AS (
+    SELECT p.*, row_number() OVER (PARTITION BY p.dag_id, p.worker_pool ORDER BY p.task_id) AS n
+    FROM picked p WHERE p.worker_pool IS NOT NULL
+),
+leased AS (
+    INSERT INTO slot_leases (slot_id, task_id, expires_at)
+    SELECT f.slot_id, w.task_id, now() + make_interval(secs => w.timeout_s + %(dispatch_timeout_s)s)
+    FROM wanting w JOIN free_slots f ON f.dag_id = w.dag_id AND f.pool_name = w.worker_pool AND f.n = w.n
+    RETURNING task_id
+),
+dispatched AS (
+    UPDATE tasks t SET status = 'Dispatched', dispatched_at = clock_timestamp(), updated_at = now()
+    WHERE t.task_id IN (SELECT task_id FROM picked WHERE worker_pool IS NULL UNION ALL SELECT task_id FROM leased)
+      AND t.status = 'Queued'
+    RETURNING t.task_id, t.runtime, t.input_event_id, t.dispatched_at
+),
+enqueued AS (
+    INSERT INTO transport_queue (task_id, runtime)
+    SELECT task_id, runtime FROM dispatched WHERE %(embedded)s
+)
+SELECT d.task_id, extract(epoch FROM d.dispatched_at - e.created_at)::float8 AS latency_s
+FROM dispatched d LEFT JOIN events e ON e.event_id = d.input_event_id;
+
+-- name: undispatch --
+-- The transport refused these task ids: back to the queue, slots released.
+WITH released AS (DELETE FROM slot_leases WHERE task_id = ANY(%(task_ids)s))
+UPDATE tasks SET status = 'Queued', dispatched_at = NULL, not_before = now() + interval '1 second',
+                 updated_at = now()
+WHERE task_id = ANY(%(task_ids)s) AND status = 'Dispatched';
+
+-- name: take_from_transport_queue --
+DELETE FROM transport_queue WHERE task_id IN (
+    SELECT task_id FROM transport_queue WHERE runtime = %(runtime)s
+    ORDER BY enqueued_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+)
+RETURNING task_id;
+
+-- name: lock_task --
+SELECT t.task_id, t.status, t.cancel_requested_at, t.attempt_count, t.max_attempts, t.job_id
+FROM tasks t WHERE t.task_id = %(task_id)s FOR UPDATE;
+
+-- name: start_attempt --
+-- A new attempt (superseding one still running, as a duplicate delivery or a restart does).
+WITH superseded AS (
+    UPDATE task_attempts SET status = 'Failed', error = 'superseded by attempt ' || (%(attempt_number)s)::text,
+                             finished_at = now()
+    WHERE task_id = %(task_id)s AND status = 'Running'
+),
+attempt AS (
+    INSERT INTO task_attempts (task_id, attempt_number, attempt_token_hash, lease_expires_at, worker_id)
+    VALUES (%(task_id)s, %(attempt_number)s, %(token_hash)s, now() + make_interval(secs => %(lease_s)s),
+            %(worker_id)s)
+    RETURNING attempt_id, lease_expires_at
+),
+task AS (
+    UPDATE tasks SET status = 'Running', attempt_count = %(attempt_number)s, updated_at = now()
+    WHERE task_id = %(task_id)s
+)
+SELECT attempt_id, lease_expires_at FROM attempt;
+
+-- name: cancel_dispatched --
+WITH released AS (DELETE FROM slot_leases WHERE task_id = %(task_id)s)
+UPDATE tasks SET status = 'Canceled', finished_at = now(), updated_at = now()
+WHERE task_id = %(task_id)s;
+
+-- name: task_payload --
+-- Everything a worker needs to run one attempt, in one round trip.
+SELECT t.task_id, t.org_id, d.dag_name, v.version AS dag_version, j.job_name, j.activation, j.operator, j.runtime,
+       j.config, j.execution_strategy, j.update_strategy, vj.timeout_s,
+       e.event_id, e.dataset_uuid AS event_dataset_uuid, e.dataset_version AS event_dataset_version,
+       e.kind AS event_kind, e.scope_cursor, e.partition_key, e.range_start, e.range_end, e.payload AS event_payload,
+       e.producer_task_id AS event_producer_task_id, e.created_at AS event_created_at,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'index', ds.output_index, 'dataset_uuid', ds.dataset_uuid, 'dataset_version', dv.dataset_version,
+                'dataset_name', ds.dataset_name, 'storage', ds.storage, 'format', ds.format,
+                'write_mode', ds.write_mode, 'unique_key', j.unique_key, 'location', dv.storage_location)
+                ORDER BY ds.output_index), '[]')
+        FROM dataset_versions dv JOIN datasets ds ON ds.dataset_uuid = dv.dataset_uuid
+        WHERE dv.job_id = j.job_id) AS outputs,
+       sl.slot_id, ws.pool_name, ws.env AS slot_env, ws.secret_env AS slot_secret_env
+FROM tasks t
+JOIN jobs j ON j.job_id = t.job_id
+JOIN dags d ON d.dag_id = t.dag_id
+JOIN dag_versions v ON v.dag_version_id = t.dag_version_id
+JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
+LEFT JOIN events e ON e.event_id = t.input_event_id
+LEFT JOIN slot_leases sl ON sl.task_id = t.task_id
+LEFT JOIN worker_pool_slots ws ON ws.slot_id = sl.slot_id
+WHERE t.task_id = %(task_id)s;
+
+-- name: gate_attempt --
+-- The task and its newest attempt, locked: every call an attempt makes is checked against this.
+SELECT t.task_id, t.status AS task_status, t.cancel_requested_at, t.attempt_count, t.max_attempts, t.org_id,
+       t.job_id, t.dag_version_id, a.attempt_id, a.attempt_number,
+       a.attempt_token_hash, a.status AS attempt_status, a.started_at, a.lease_expires_at, j.activation,
+       vj.timeout_s, (SELECT count(*) FROM dataset_versions dv WHERE dv.job_id = t.job_id) AS output_count
+FROM tasks t
+JOIN jobs j ON j.job_id = t.job_id
+JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
+LEFT JOIN LATERAL (
+    SELECT * FROM task_attempts WHERE task_id = t.task_id ORDER BY attempt_number DESC LIMIT 1
+) a ON true
+WHERE t.task_id = %(task_id)s
+FOR UPDATE OF t;
+
+-- name: extend_lease --
+UPDATE task_attempts SET lease_expires_at = %(lease_expires_at)s
+WHERE attempt_id = %(attempt_id)s
+RETURNING lease_expires_at;
+
+-- name: insert_events --
+-- Emitted events of one attempt, deduplicated on (producer task, dataset, scope); wakes the router.
+WITH incoming AS (
+    SELECT * FROM unnest(%(outputs)s::int[], %(kinds)s::text[], %(cursors)s::text[], %(partition_keys)s::text[],
+                         %(range_starts)s::bigint[], %(range_ends)s::bigint[], %(scope_keys)s::text[],
+                         %(payloads)s::jsonb[])
+        AS i(output_index, kind, scope_cursor, partition_key, range_start, range_end, scope_key, payload)
+),
+targets AS (
+    SELECT i.*, dv.dataset_uuid, dv.dataset_version
+    FROM incoming i
+    JOIN tasks t ON t.task_id = %(task_id)s
+    JOIN jobs j ON j.job_id = t.job_id
+    JOIN datasets ds ON ds.dag_id = j.dag_id AND ds.job_name = j.job_name AND ds.output_index = i.output_index
+    JOIN dataset_versions dv ON dv.dataset_uuid = ds.dataset_uuid AND dv.job_id = j.job_id
+),
+inserted AS (
+    INSERT INTO events (org_id, dataset_uuid, dataset_version, kind, scope_cursor, partition_key, range_start,
+                        range_end, scope_key, payload, producer_task_id, producer_attempt_id)
+    SELECT %(org_id)s, dataset_uuid, dataset_version, kind, scope_cursor, partition_key, range_start, range_end,
+           scope_key, payload, %(task_id)s, %(attempt_id)s
+    FROM targets
+    ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING
+    RETURNING event_id
+)
+SELECT (SELECT count(*) FROM targets) AS matched, (SELECT count(*) FROM inserted) AS inserted,
+       pg_notify('trace_events', '') AS notified;
+
+-- name: finish_attempt --
+-- Close the newest attempt and its task in one statement; releases the slot and wakes the scheduler.
+WITH attempt AS (
+    UPDATE task_attempts SET status = %(attempt_status)s, error = %(error)s, finished_at = now()
+    WHERE attempt_id = %(attempt_id)s
+),
+released AS (DELETE FROM slot_leases WHERE task_id = %(task_id)s),
+dequeued AS (DELETE FROM transport_queue WHERE task_id = %(task_id)s),
+task AS (
+    UPDATE tasks SET status = %(task_status)s, last_error = %(error)s, updated_at = now(),
+                     not_before = coalesce(%(retry_at)s, not_before), dispatched_at = NULL,
+                     finished_at = CASE WHEN %(task_status)s IN ('Completed', 'Failed', 'Canceled') THEN now() END
+    WHERE task_id = %(task_id)s
+)
+SELECT pg_notify('trace_tasks', '');
+
+-- name: retry_at --
+SELECT now() + make_interval(secs => least(%(max_s)s, %(base_s)s * 2 ^ (%(attempt)s - 1)) * (0.5 + random() / 2))
+    AS retry_at;
+
+-- name: reap_expired_attempts --
+-- The reaper: attempts whose lease ran out are TimedOut; their tasks retry with backoff, or are Failed
+-- after max_attempts, or Canceled when a cancel was asked for. Slots are released.
+WITH expired AS (
+    UPDATE task_attempts a SET status = 'TimedOut', error = 'lease expired: no heartbeat before '
+                                   || to_char(a.lease_expires_at, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                               finished_at = now()
+    FROM tasks t
+    WHERE a.task_id = t.task_id AND a.status = 'Running' AND a.lease_expires_at < now()
+      AND t.status = 'Running'
+      AND a.attempt_number = t.attempt_count
+    RETURNING a.task_id
+),
+tasks_after AS (
+    UPDATE tasks t
+    SET status = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'Canceled'
+                      WHEN t.attempt_count >= t.max_attempts THEN 'Failed'
+                      ELSE 'Queued' END,
+        last_error = 'attempt ' || t.attempt_count || ' timed out (lease expired)',
+        not_before = now() + make_interval(secs => least(%(max_s)s, %(base_s)s * 2 ^ (t.attempt_count - 1))
+                                                   * (0.5 + random() / 2)),
+        finished_at = CASE WHEN t.cancel_requested_at IS NOT NULL OR t.attempt_count >= t.max_attempts
+                           THEN now() END,
+        dispatched_at = NULL,
+        updated_at = now()
+    FROM expired e WHERE t.task_id = e.task_id
+    RETURNING t.task_id, t.status
+),
+released AS (DELETE FROM slot_leases WHERE task_id IN (SELECT task_id FROM tasks_after))
+SELECT status, count(*) AS n FROM tasks_after GROUP BY status;
+
+-- name: requeue_stale_dispatches --
+-- Dispatched task ids no worker started in time (a lost message or a worker that died before fetching).
+WITH stale AS (
+    UPDATE tasks SET status = 'Queued', dispatched_at = NULL, updated_at = now()
+    WHERE status = 'Dispatched' AND dispatched_at < now() - make_interval(secs => %(dispatch_timeout_s)s)
+    RETURNING task_id
+),
+released AS (DELETE FROM slot_leases WHERE task_id IN (SELECT task_id FROM stale)),
+dequeued AS (DELETE FROM transport_queue WHERE task_id IN (SELECT task_id FROM stale))
+SELECT count(*) AS n FROM stale;
+
+-- name: release_orphan_leases --
+DELETE FROM slot_leases l USING tasks t
+WHERE l.task_id = t.task_id AND t.status NOT IN ('Dispatched', 'Running')
+RETURNING l.slot_id;
+
+-- name: request_cancel --
+SELECT t.task_id, t.status, t.org_id FROM tasks t WHERE t.task_id = %(task_id)s FOR UPDATE;
+
+-- name: cancel_now --
+WITH released AS (DELETE FROM slot_leases WHERE task_id = %(task_id)s),
+dequeued AS (DELETE FROM transport_queue WHERE task_id = %(task_id)s)
+UPDATE tasks SET status = 'Canceled', cancel_requested_at = now(), finished_at = now(), updated_at = now()
+WHERE task_id = %(task_id)s
+RETURNING status;
+
+-- name: mark_cancel_requested --
+UPDATE tasks SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+WHERE task_id = %(task_id)s
+RETURNING status;
+
+-- name: list_tasks --
+SELECT t.task_id, d.dag_name, vj.job_name, t.status, t.attempt_count, t.max_attempts, t.partition_key,
+       t.input_event_id, t.created_at, t.updated_at, t.finished_at, t.last_error
+FROM tasks t
+JOIN dags d ON d.dag_id = t.dag_id
+JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
+WHERE t.org_id = %(org_id)s
+  AND (%(dag)s::text IS NULL OR d.dag_name = %(dag)s)
+  AND (%(job)s::text IS NULL OR vj.job_name = %(job)s)
+  AND (%(status)s::text IS NULL OR t.status = %(status)s)
+  AND (%(after_created)s::timestamptz IS NULL OR (t.created_at, t.task_id) < (%(after_created)s, %(after_id)s))
+ORDER BY t.created_at DESC, t.task_id DESC
+LIMIT %(limit)s;
+
+-- name: task_detail --
+SELECT t.task_id, d.dag_name, vj.job_name, t.status, t.attempt_count, t.max_attempts, t.partition_key,
+       t.input_event_id, t.created_at, t.updated_at, t.dispatched_at, t.finished_at, t.last_error,
+       t.cancel_requested_at, t.not_before,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+            'attempt_id', a.attempt_id, 'attempt_number', a.attempt_number, 'status', a.status,
+            'worker_id', a.worker_id, 'error', a.error, 'started_at', a.started_at, 'finished_at', a.finished_at,
+            'lease_expires_at', a.lease_expires_at) ORDER BY a.attempt_number), '[]')
+        FROM task_attempts a WHERE a.task_id = t.task_id) AS attempts,
+       (SELECT count(*) FROM events e WHERE e.producer_task_id = t.task_id) AS events_emitted
+FROM tasks t
+JOIN dags d ON d.dag_id = t.dag_id
+JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
+WHERE t.task_id = %(task_id)s AND t.org_id = %(org_id)s;
+
+-- name: source_job --
+SELECT j.job_id, j.org_id, j.dag_id, j.runtime, j.activation, vj.max_attempts, d.active_version_id
+FROM dags d
+JOIN dag_version_jobs vj ON vj.dag_version_id = d.active_version_id
+JOIN jobs j ON j.job_id = vj.job_id
+WHERE d.org_id = %(org_id)s AND d.dag_name = %(dag_name)s AND vj.job_name = %(job_name)s;
+
+-- name: task_counts --
+SELECT runtime, status, count(*) AS n FROM tasks
+WHERE status IN ('Queued', 'Dispatched', 'Running')
+GROUP BY runtime, status;
+
+-- name: ready_depth --
+SELECT runtime, count(*) AS n FROM tasks WHERE status = 'Queued' AND not_before <= now() GROUP BY runtime;
+
+-- name: restart_running_source_run --
+-- Restarting a live source run: its attempt ends now (the worker learns it at its next heartbeat) and the
+-- same task goes back to the queue for a new attempt.
+WITH ended AS (
+    UPDATE task_attempts SET status = 'Failed', error = 'restarted on request', finished_at = now()
+    WHERE task_id = %(task_id)s AND status = 'Running'
+),
+released AS (DELETE FROM slot_leases WHERE task_id = %(task_id)s),
+dequeued AS (DELETE FROM transport_queue WHERE task_id = %(task_id)s)
+UPDATE tasks SET status = 'Queued', dispatched_at = NULL, not_before = now(), updated_at = now(),
+                 max_attempts = greatest(max_attempts, attempt_count + %(max_attempts)s)
+WHERE task_id = %(task_id)s;
