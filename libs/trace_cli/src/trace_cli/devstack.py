@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -152,6 +153,9 @@ def up(settings: Settings) -> DevState:
         "TRACE_DATABASE_URL": database_url,
         "TRACE_DISPATCHER_URL": dispatcher_url,
         "TRACE_MIGRATE_ON_START": "false",  # done above, once
+        "TRACE_UDF_PATH": settings.udf_path or str(Path.cwd()),
+        # a fresh service credential per stack, known only to the platform processes (not written anywhere)
+        "TRACE_SERVICE_TOKEN": secrets.token_urlsafe(32),
     }
     dispatcher = _spawn("dispatcher", "dispatcher", home, env)
     state = DevState(
@@ -166,6 +170,10 @@ def up(settings: Settings) -> DevState:
     state.write()
     try:
         _wait_ready("dispatcher", dispatcher, f"{dispatcher_url}/readyz", home / "logs" / "dispatcher.log", 30)
+        for runtime in ("ecs_python", "lambda_py"):
+            worker = _spawn(f"worker-{runtime}", "worker", home, {**env, "TRACE_WORKER_RUNTIME": runtime})
+            state.pids[f"worker-{runtime}"] = worker.pid
+        state.write()
     except DevStackError:
         down(settings)
         raise
@@ -178,7 +186,7 @@ def down(settings: Settings) -> list[str]:
     state = DevState.read(home)
     stopped: list[str] = []
     if state is not None:
-        for name, pid in state.pids.items():
+        for name, pid in sorted(state.pids.items(), key=lambda item: item[0] == "dispatcher"):
             if _stop_process_group(pid):
                 stopped.append(name)
     if (state is None or state.embedded_postgres) and stop_embedded_postgres(settings.embedded_pgdata):

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     worker_runtime: str = Field("ecs_python", description="Runtime a worker serves.")
     worker_concurrency: int = Field(4, ge=1, description="Tasks one worker runs at once (child processes).")
     worker_id: str | None = Field(None, description="Worker name in attempts; default host:pid.")
+    udf_path: str = Field(
+        "", description="Directories (colon-separated) where operator children import user functions from."
+    )
+    worker_drain_s: float = Field(30, ge=0, description="On SIGTERM, how long running tasks may take to finish.")
     sqs_wait_s: int = Field(10, ge=0, le=20, description="SQS long-poll wait of a worker.")
 
     @model_validator(mode="after")

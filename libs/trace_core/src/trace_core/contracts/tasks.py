@@ -85,20 +85,28 @@ class SlotAssignment(Contract):
     secret_env: dict[str, str]
 
 
-class TaskPayload(Contract):
-    """The document `task-fetch` returns and Lambda runtimes are invoked with."""
+class OperatorTask(Contract):
+    """What operator code sees of its task: no attempt token, no lease, no secret references."""
 
-    status: Literal["Running"] = "Running"
     task_id: UUID
-    attempt_id: UUID
     attempt_number: int = Field(ge=1)
-    attempt_token: str
-    lease_expires_at: datetime
-    heartbeat_interval_s: float = Field(gt=0)
     org_id: UUID
     dag_name: str
     dag_version: int = Field(ge=1)
     job: JobSpec
     input_event: Event | None
     outputs: list[OutputTarget]
+
+
+class TaskPayload(OperatorTask):
+    """The document `task-fetch` returns and Lambda runtimes are invoked with."""
+
+    status: Literal["Running"] = "Running"
+    attempt_id: UUID
+    attempt_token: str
+    lease_expires_at: datetime
+    heartbeat_interval_s: float = Field(gt=0)
     slot: SlotAssignment | None = None
+
+    def operator_view(self) -> OperatorTask:
+        return OperatorTask.model_validate(self.model_dump(include=set(OperatorTask.model_fields)))

@@ -1,0 +1,85 @@
+"""The dispatcher's internal API as the wrapper calls it (service credential on every call)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from trace_core.contracts.internal import (
+    EmitEventsRequest,
+    EmitEventsResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    TaskCompleteRequest,
+    TaskCompleteResponse,
+    TaskFetchResponse,
+    TaskPollRequest,
+    TaskPollResponse,
+)
+from trace_core.contracts.tasks import TaskPayload
+
+_FETCH = TypeAdapter(TaskFetchResponse)
+
+
+class DispatcherError(RuntimeError):
+    """The dispatcher refused a call; `status_code` says how (409: a stale attempt or a finished task)."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+class DispatcherClient:
+    def __init__(self, base_url: str, service_token: str, timeout_s: float = 30) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {service_token}"},
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _post(self, path: str, body: BaseModel, timeout_s: float | None = None) -> bytes:
+        response = await self._http.post(
+            path,
+            content=body.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+            timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        return _checked(response)
+
+    async def fetch(self, task_id: UUID, worker_id: str) -> TaskPayload | None:
+        """Start an attempt; None when the task was canceled."""
+        response = await self._http.get(
+            "/internal/task-fetch", params={"task_id": str(task_id), "worker_id": worker_id}
+        )
+        answer = _FETCH.validate_json(_checked(response))
+        return answer if isinstance(answer, TaskPayload) else None
+
+    async def heartbeat(self, call: HeartbeatRequest) -> HeartbeatResponse:
+        return HeartbeatResponse.model_validate_json(await self._post("/internal/heartbeat", call))
+
+    async def emit(self, call: EmitEventsRequest) -> EmitEventsResponse:
+        return EmitEventsResponse.model_validate_json(await self._post("/internal/events", call))
+
+    async def complete(self, call: TaskCompleteRequest) -> TaskCompleteResponse:
+        return TaskCompleteResponse.model_validate_json(await self._post("/internal/task-complete", call))
+
+    async def poll(self, call: TaskPollRequest) -> TaskPollResponse:
+        body = await self._post("/internal/task-poll", call, timeout_s=call.wait_s + 10)
+        return TaskPollResponse.model_validate_json(body)
+
+
+def _checked(response: httpx.Response) -> bytes:
+    if response.status_code >= 400:
+        try:
+            detail = str(response.json().get("detail", response.text))
+        except ValueError:
+            detail = response.text
+        raise DispatcherError(response.status_code, detail)
+    return response.content

@@ -1,0 +1,275 @@
+"""The worker wrapper: the security boundary between the platform and operator code (SPEC §4).
+
+It receives task ids (embedded poll or SQS), starts attempts with task-fetch, runs each in an operator child
+that holds neither the service credential nor the attempt token, forwards the events the child emits,
+heartbeats, stops the child when the task is canceled or its attempt superseded, completes, and drains on
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from uuid import UUID
+
+from trace_core.contracts.events import EmittedEvent
+from trace_core.contracts.internal import (
+    CompletionStatus,
+    EmitEventsRequest,
+    HeartbeatRequest,
+    TaskCompleteRequest,
+    TaskPollRequest,
+)
+from trace_core.contracts.operator import Done, Emit, RunTask
+from trace_core.contracts.tasks import TaskPayload
+from trace_core.dag.config import Runtime
+from trace_core.logging import get_logger
+from trace_core.settings import Settings
+from worker.children import Child, ChildDiedError, ChildPool
+from worker.client import DispatcherClient, DispatcherError
+from worker.operators import OperatorError
+from worker.secrets import resolve_secret_env
+
+log = get_logger(__name__)
+
+EVENT_FLUSH_S = 0.2
+EVENT_FLUSH_COUNT = 500
+POLL_WAIT_S = 5.0
+
+
+class _AttemptOverError(Exception):
+    """The attempt must stop: canceled (report it) or superseded/unknown (report nothing)."""
+
+    def __init__(self, reason: str, *, canceled: bool) -> None:
+        super().__init__(reason)
+        self.canceled = canceled
+
+
+class Wrapper:
+    def __init__(self, settings: Settings, client: DispatcherClient | None = None) -> None:
+        self.settings = settings
+        self.runtime = Runtime(settings.worker_runtime)
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.client = client or DispatcherClient(settings.dispatcher_url, settings.service_token.get_secret_value())
+        self.children = ChildPool(settings.worker_concurrency, settings.udf_path)
+        self.running: set[asyncio.Task[None]] = set()
+        self.draining = asyncio.Event()
+        # called once task-fetch answered (the SQS source deletes the message then)
+        self.on_fetched: Callable[[UUID], Awaitable[None]] | None = None
+
+    async def run(self, task_ids: Callable[[int], AsyncIterator[list[UUID]]] | None = None) -> None:
+        """Take task ids until drained; `task_ids(free)` yields batches (default: the embedded poll)."""
+        await self.children.start()
+        log.info(
+            "worker.started",
+            worker_id=self.worker_id,
+            runtime=self.runtime.value,
+            concurrency=self.settings.worker_concurrency,
+        )
+        source = task_ids or self._poll
+        free = asyncio.Semaphore(self.settings.worker_concurrency)
+        try:
+            async for batch in source(self.settings.worker_concurrency):
+                for task_id in batch:
+                    await free.acquire()
+                    task = asyncio.create_task(self._guarded(task_id, free.release))
+                    self.running.add(task)
+                    task.add_done_callback(self.running.discard)
+                if self.draining.is_set():
+                    break
+        finally:
+            await self._drain()
+
+    async def _poll(self, free: int) -> AsyncIterator[list[UUID]]:
+        while not self.draining.is_set():
+            room = free - len(self.running)
+            if room <= 0:
+                await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            poll = asyncio.create_task(
+                self.client.poll(
+                    TaskPollRequest(runtime=self.runtime, worker_id=self.worker_id, max_tasks=room, wait_s=POLL_WAIT_S)
+                )
+            )
+            drained = asyncio.create_task(self.draining.wait())
+            await asyncio.wait({poll, drained}, return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
+            if not poll.done():
+                poll.cancel()
+                return
+            try:
+                yield poll.result().task_ids
+            except (DispatcherError, OSError) as error:
+                log.warning("worker.poll_failed", error=str(error))
+                await asyncio.sleep(1)
+
+    def drain(self) -> None:
+        """Stop taking tasks; running ones finish (SIGTERM)."""
+        log.info("worker.draining", running=len(self.running))
+        self.draining.set()
+
+    async def _drain(self) -> None:
+        if self.running:
+            _, pending = await asyncio.wait(self.running, timeout=self.settings.worker_drain_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.children.close()
+        await self.client.close()
+        log.info("worker.stopped", worker_id=self.worker_id)
+
+    async def _guarded(self, task_id: UUID, release: Callable[[], None]) -> None:
+        try:
+            await self.run_task(task_id)
+        except Exception as error:  # one task's failure must not stop the worker
+            log.exception("worker.task_crashed", task_id=str(task_id), error=str(error))
+        finally:
+            release()
+
+    async def run_task(self, task_id: UUID) -> None:
+        try:
+            payload = await self.client.fetch(task_id, self.worker_id)
+        except DispatcherError as error:
+            log.info("worker.task.not_started", task_id=str(task_id), reason=error.detail)
+            return
+        finally:
+            if self.on_fetched is not None:
+                await self.on_fetched(task_id)
+        if payload is None:
+            log.info("worker.task.canceled_before_start", task_id=str(task_id))
+            return
+        await self.run_attempt(payload)
+
+    async def run_attempt(self, payload: TaskPayload) -> None:
+        try:
+            env = dict(payload.slot.env) if payload.slot else {}
+            if payload.slot and payload.slot.secret_env:
+                env |= resolve_secret_env(
+                    payload.slot.secret_env,
+                    home=Path(self.settings.home),
+                    env=self.settings.env,
+                    org_id=payload.org_id,
+                    operator=payload.job.operator,
+                )
+        except OperatorError as error:
+            await self._complete(payload, CompletionStatus.FAILED, [], str(error), error.retryable)
+            return
+        child = await self.children.acquire()
+        heartbeat = asyncio.create_task(self._heartbeat(payload, child))
+        try:
+            status, events, failure, retryable = await self._supervise(payload, child, env, heartbeat)
+        except _AttemptOverError as over:
+            await child.kill()
+            if over.canceled:
+                await self._complete(payload, CompletionStatus.CANCELED, [], over.args[0], False)
+            else:
+                log.info("worker.attempt.abandoned", task_id=str(payload.task_id), reason=over.args[0])
+            return
+        except asyncio.CancelledError:
+            await child.kill()
+            await self._complete(payload, CompletionStatus.FAILED, [], "the worker shut down mid-task", True)
+            raise
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, _AttemptOverError):
+                await heartbeat
+            await self.children.release(child)
+        await self._complete(payload, status, events, failure, retryable)
+
+    async def _supervise(
+        self, payload: TaskPayload, child: Child, env: dict[str, str], heartbeat: asyncio.Task[None]
+    ) -> tuple[CompletionStatus, list[EmittedEvent], str | None, bool]:
+        """Run the attempt in `child`; events are forwarded in batches, the last ones go with completion."""
+        await child.send(RunTask(task=payload.operator_view(), env=env))
+        deadline = None if payload.job.activation == "source" else time.monotonic() + payload.job.timeout_s
+        buffer: list[EmittedEvent] = []
+        last_flush = time.monotonic()
+        while True:
+            receive = asyncio.create_task(child.receive())
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait({receive, heartbeat}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ChildDiedError):
+                    await receive
+                if heartbeat in done:
+                    heartbeat.result()  # raises _AttemptOverError
+                await child.kill()
+                return CompletionStatus.FAILED, buffer, f"timed out after {payload.job.timeout_s}s", True
+            try:
+                message = receive.result()
+            except ChildDiedError as died:
+                return CompletionStatus.FAILED, buffer, str(died), True
+            if isinstance(message, Emit):
+                buffer.append(message.event)
+                if len(buffer) >= EVENT_FLUSH_COUNT or time.monotonic() - last_flush >= EVENT_FLUSH_S:
+                    await self._flush(payload, buffer)
+                    buffer, last_flush = [], time.monotonic()
+            elif isinstance(message, Done):
+                status = CompletionStatus.SUCCEEDED if message.status == "succeeded" else CompletionStatus.FAILED
+                return status, buffer, message.error, message.retryable
+
+    async def _flush(self, payload: TaskPayload, events: list[EmittedEvent]) -> None:
+        try:
+            await self.client.emit(
+                EmitEventsRequest(
+                    task_id=payload.task_id,
+                    attempt_id=payload.attempt_id,
+                    attempt_token=payload.attempt_token,
+                    events=events,
+                )
+            )
+        except DispatcherError as error:
+            if error.status_code in {404, 409}:
+                raise _AttemptOverError(error.detail, canceled=False) from None
+            raise
+
+    async def _heartbeat(self, payload: TaskPayload, child: Child) -> None:
+        while True:
+            await asyncio.sleep(payload.heartbeat_interval_s)
+            try:
+                answer = await self.client.heartbeat(
+                    HeartbeatRequest(
+                        task_id=payload.task_id, attempt_id=payload.attempt_id, attempt_token=payload.attempt_token
+                    )
+                )
+            except DispatcherError as error:
+                if error.status_code in {404, 409}:
+                    raise _AttemptOverError(error.detail, canceled=False) from None
+                log.warning("worker.heartbeat_failed", task_id=str(payload.task_id), error=str(error))
+                continue
+            except OSError as error:
+                log.warning("worker.heartbeat_failed", task_id=str(payload.task_id), error=str(error))
+                continue
+            if answer.canceled:
+                raise _AttemptOverError("canceled on request", canceled=True)
+
+    async def _complete(
+        self,
+        payload: TaskPayload,
+        status: CompletionStatus,
+        events: list[EmittedEvent],
+        error: str | None,
+        retryable: bool,
+    ) -> None:
+        try:
+            answer = await self.client.complete(
+                TaskCompleteRequest(
+                    task_id=payload.task_id,
+                    attempt_id=payload.attempt_id,
+                    attempt_token=payload.attempt_token,
+                    status=status,
+                    events=events,
+                    error=error,
+                    retryable=retryable,
+                )
+            )
+        except DispatcherError as refused:
+            log.info("worker.completion_refused", task_id=str(payload.task_id), reason=refused.detail)
+            return
+        log.debug("worker.task.completed", task_id=str(payload.task_id), status=answer.task_status.value)
