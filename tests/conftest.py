@@ -11,6 +11,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from psycopg.rows import dict_row
 
+from tests.support.stack import Stack, running_stack
 from tests.support.postgres import (
     create_database,
     database_dsn,
@@ -78,3 +79,12 @@ async def dispatcher(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
 
     async with AsyncTestClient(app=create_app(settings)) as client:
         yield client
+
+
+@pytest.fixture
+def stack(database_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """A dispatcher process (loops on) on loopback against this test's database, an org with an admin token.
+    Start workers with `stack.start_worker()`."""
+    with running_stack(database_url, tmp_path / "stack") as running:
+        running.start_dispatcher()
+        yield running

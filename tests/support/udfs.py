@@ -1,8 +1,17 @@
-"""User functions (`operator: python`) the suites deploy. Workers import them as `tests.support.udfs:NAME`."""
+"""User functions (`operator: python`) the suites deploy. Workers import them as `tests.support.udfs:NAME`.
+
+Functions that take a second argument receive the job's `config`; they record what they observe into files
+under `config["dir"]`, which the tests read back.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -14,3 +23,70 @@ def five_numbers(event: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
 
 def double(event: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"scope": event["scope"], "payload": {"n": event["payload"]["n"] * 2}}]
+
+
+def count_to(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A source: `count` events, cursor i, with `partitions` partition keys round robin when given."""
+    partitions = config.get("partitions", 0)
+    for n in range(config["count"]):
+        scope: dict[str, Any] = {"cursor": str(n)}
+        if partitions:
+            scope["partition_key"] = f"p{n % partitions}"
+        yield {"scope": scope, "payload": {"n": n}}
+
+
+def record_interval(event: dict[str, Any], config: dict[str, Any]) -> None:
+    """Sleep `sleep_s`, and write when it ran (and in which slot env) to `dir`."""
+    start = time.time()
+    time.sleep(config.get("sleep_s", 0.2))
+    record = {
+        "n": event["payload"]["n"],
+        "partition": event["scope"].get("partition_key"),
+        "start": start,
+        "end": time.time(),
+        "slot": os.environ.get("SLOT"),
+    }
+    Path(config["dir"], f"{event['payload']['n']}.json").write_text(json.dumps(record))
+    if event["payload"]["n"] in config.get("fail", []):
+        raise RuntimeError(f"failing on purpose for n={event['payload']['n']}")
+
+
+def emit_then_hang_first_time(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A source that emits three events, then hangs on its first attempt (to be killed) and ends on the next."""
+    for n in range(3):
+        yield {"scope": {"cursor": str(n)}, "payload": {"n": n}}
+    marker = Path(config["dir"], "attempted")
+    if not marker.exists():
+        marker.write_text("1")
+        Path(config["dir"], "hanging").write_text("1")
+        time.sleep(600)
+
+
+def sleep_long(event: dict[str, Any] | None, config: dict[str, Any]) -> None:
+    Path(config["dir"], "started").write_text(str(time.time()))
+    time.sleep(config.get("sleep_s", 600))
+
+
+def snoop(event: dict[str, Any] | None, config: dict[str, Any]) -> None:
+    """Look for the secrets in every place an operator can reach, and write down where each was found."""
+    needles = {name: value.encode() for name, value in config["needles"].items()}
+    places: dict[str, bytes] = {
+        "environ": json.dumps(dict(os.environ)).encode(),
+        "argv": json.dumps(sys.argv).encode(),
+        "event": json.dumps(event).encode(),
+    }
+    for path in ("/proc/self/environ", "/proc/self/cmdline", f"/proc/{os.getppid()}/environ",
+                 f"/proc/{os.getppid()}/cmdline"):
+        try:
+            places[path] = Path(path).read_bytes()
+        except OSError as error:
+            places[path] = str(error).encode()
+    for root in (Path.cwd(), Path.home(), Path(config["scan"])):
+        for file in root.rglob("*"):
+            if file.is_file() and file.stat().st_size < 1_000_000:
+                try:
+                    places[str(file)] = file.read_bytes()
+                except OSError:
+                    continue
+    found = {name: sorted(place for place, data in places.items() if needle in data) for name, needle in needles.items()}
+    Path(config["dir"], "found.json").write_text(json.dumps({"found": found, "looked_in": sorted(places)}))

@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.types import Scope
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
@@ -45,6 +47,12 @@ def _transports(settings: Settings, worker_api: WorkerApi) -> dict[str, Transpor
     return {"ecs_python": ecs, "lambda_py": lam}
 
 
+async def _log_exception(exception: BaseException, scope: Scope) -> None:
+    """Client errors are answered; anything else is a bug worth its traceback in the log (never in the answer)."""
+    if not isinstance(exception, HTTPException) or exception.status_code >= 500:
+        log.error("dispatcher.request.failed", path=scope.get("path"), exc_info=exception)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     configure_logging(settings)
@@ -81,6 +89,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[HealthController, OrgController, DagController, TaskController, InternalController],
         lifespan=[lifespan],
+        logging_config=None,  # structlog (trace_core.logging) owns logging
+        after_exception=[_log_exception],
         middleware=[bearer_token_middleware(UNAUTHENTICATED)],
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(

@@ -188,31 +188,39 @@ class Wrapper:
         await child.send(RunTask(task=payload.operator_view(), env=env))
         deadline = None if payload.job.activation == "source" else time.monotonic() + payload.job.timeout_s
         buffer: list[EmittedEvent] = []
-        last_flush = time.monotonic()
+        flush_at = 0.0
+        receive = asyncio.create_task(child.receive())
         while True:
-            receive = asyncio.create_task(child.receive())
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            now = time.monotonic()
+            waits = [t for t in (deadline, flush_at if buffer else None) if t is not None]
+            timeout = max(0.0, min(waits) - now) if waits else None
             done, _ = await asyncio.wait({receive, heartbeat}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:
+            if heartbeat in done:
                 receive.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ChildDiedError):
-                    await receive
-                if heartbeat in done:
-                    heartbeat.result()  # raises _AttemptOverError
+                heartbeat.result()  # raises _AttemptOverError
+            if receive not in done:
+                if buffer and time.monotonic() >= flush_at:
+                    await self._flush(payload, buffer)
+                    buffer = []
+                    continue
+                receive.cancel()
                 await child.kill()
                 return CompletionStatus.FAILED, buffer, f"timed out after {payload.job.timeout_s}s", True
             try:
                 message = receive.result()
             except ChildDiedError as died:
                 return CompletionStatus.FAILED, buffer, str(died), True
-            if isinstance(message, Emit):
-                buffer.append(message.event)
-                if len(buffer) >= EVENT_FLUSH_COUNT or time.monotonic() - last_flush >= EVENT_FLUSH_S:
-                    await self._flush(payload, buffer)
-                    buffer, last_flush = [], time.monotonic()
-            elif isinstance(message, Done):
+            if isinstance(message, Done):
                 status = CompletionStatus.SUCCEEDED if message.status == "succeeded" else CompletionStatus.FAILED
                 return status, buffer, message.error, message.retryable
+            receive = asyncio.create_task(child.receive())
+            if isinstance(message, Emit):
+                if not buffer:
+                    flush_at = time.monotonic() + EVENT_FLUSH_S
+                buffer.append(message.event)
+                if len(buffer) >= EVENT_FLUSH_COUNT:
+                    await self._flush(payload, buffer)
+                    buffer = []
 
     async def _flush(self, payload: TaskPayload, events: list[EmittedEvent]) -> None:
         try:

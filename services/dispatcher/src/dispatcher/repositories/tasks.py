@@ -73,6 +73,11 @@ async def lock_task(conn: Connection, task_id: UUID) -> Row | None:
 
 
 async def start_attempt(conn: Connection, **params: Any) -> Row:
+    """A new attempt, superseding one still running."""
+    if params["attempt_number"] > 1:
+        await conn.execute(
+            Q["supersede_running_attempt"], {"task_id": params["task_id"], "attempt_number": params["attempt_number"]}
+        )
     row = await _one(conn, "start_attempt", params)
     assert row is not None
     return row

@@ -178,14 +178,15 @@ RETURNING task_id;
 SELECT t.task_id, t.status, t.cancel_requested_at, t.attempt_count, t.max_attempts, t.job_id
 FROM tasks t WHERE t.task_id = %(task_id)s FOR UPDATE;
 
+-- name: supersede_running_attempt --
+-- A duplicate delivery or a restart starts a new attempt: the running one ends here (a separate statement:
+-- the new attempt's insert must see it ended, and the CTEs of one statement share a snapshot).
+UPDATE task_attempts SET status = 'Failed', error = 'superseded by attempt ' || (%(attempt_number)s)::text,
+                         finished_at = now()
+WHERE task_id = %(task_id)s AND status = 'Running';
+
 -- name: start_attempt --
--- A new attempt (superseding one still running, as a duplicate delivery or a restart does).
-WITH superseded AS (
-    UPDATE task_attempts SET status = 'Failed', error = 'superseded by attempt ' || (%(attempt_number)s)::text,
-                             finished_at = now()
-    WHERE task_id = %(task_id)s AND status = 'Running'
-),
-attempt AS (
+WITH attempt AS (
     INSERT INTO task_attempts (task_id, attempt_number, attempt_token_hash, lease_expires_at, worker_id)
     VALUES (%(task_id)s, %(attempt_number)s, %(token_hash)s, now() + make_interval(secs => %(lease_s)s),
             %(worker_id)s)

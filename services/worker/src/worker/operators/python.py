@@ -1,12 +1,13 @@
-"""`python`: a user function, `config: {function: "package.module:function"}`.
+"""`python`: a user function, `config: {function: "package.module:function", …}`.
 
-The function receives the input event (None for a source run) and returns events, or yields them to emit
-each at once (a long-running source does that).
+The function receives the input event (None for a source run) and, when it takes a second argument, the
+job's config. It returns events, or yields them to emit each at once (a long-running source does that).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,7 +31,10 @@ def load_function(spec: object) -> Callable[..., Any]:
 def run(ctx: OperatorContext) -> Iterable[EventLike] | None:
     function = load_function(ctx.config.get("function"))
     event = ctx.task.input_event.model_dump(mode="json") if ctx.task.input_event else None
-    result: Iterable[EventLike] | dict[str, Any] | None = function(event)
+    takes_config = len(inspect.signature(function).parameters) >= 2
+    result: Iterable[EventLike] | dict[str, Any] | None = (
+        function(event, ctx.config) if takes_config else function(event)
+    )
     if result is None:
         return None
     if isinstance(result, dict):
