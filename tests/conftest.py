@@ -11,7 +11,6 @@ import pytest
 from litestar.testing import AsyncTestClient
 from psycopg.rows import dict_row
 
-from tests.support.stack import Stack, running_stack
 from tests.support.postgres import (
     create_database,
     database_dsn,
@@ -20,6 +19,7 @@ from tests.support.postgres import (
     template_database,
     unique_name,
 )
+from tests.support.stack import Stack, running_stack
 from trace_core.settings import Settings
 
 

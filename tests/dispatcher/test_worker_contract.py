@@ -111,11 +111,14 @@ def test_bad_internal_calls_get_clear_4xx(stack: Stack) -> None:
 
         wrong_token = internal.post("/internal/heartbeat", json={**call(payload), "attempt_token": "x" * 32})
         assert wrong_token.status_code == 403 and "token does not match" in wrong_token.json()["detail"]
-        missing_token = internal.post("/internal/heartbeat", json={k: v for k, v in call(payload).items()
-                                                                   if k != "attempt_token"})
+        missing_token = internal.post(
+            "/internal/heartbeat", json={k: v for k, v in call(payload).items() if k != "attempt_token"}
+        )
         assert missing_token.status_code == 400 and "attempt_token" in missing_token.text
 
-        malformed = internal.post("/internal/task-complete", content=b"{not json", headers={"Content-Type": "application/json"})
+        malformed = internal.post(
+            "/internal/task-complete", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
         assert malformed.status_code == 400
         bad_status = internal.post("/internal/task-complete", json=call(payload, status="done"))
         assert bad_status.status_code == 400 and "status" in bad_status.text

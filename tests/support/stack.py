@@ -60,6 +60,7 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    url: str = ""  # where a dispatcher process listens
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
         if self.popen.poll() is None:
@@ -86,7 +87,7 @@ class Stack:
         if module == "worker":
             env.pop("TRACE_DATABASE_URL", None)  # workers never hold database credentials
         with log.open("wb") as out:
-            popen = subprocess.Popen(  # noqa: S603
+            popen = subprocess.Popen(
                 [sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
             )
         process = Process(name, popen, log)
@@ -96,7 +97,7 @@ class Stack:
     def start_dispatcher(self, extra: dict[str, str] | None = None) -> Process:
         port = free_port()
         process = self.spawn("dispatcher", "dispatcher", {"TRACE_DISPATCHER_PORT": str(port), **(extra or {})})
-        url = f"http://127.0.0.1:{port}"
+        url = process.url = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: _ready(url, process), 30, "the dispatcher to be ready")
         except AssertionError:

@@ -75,8 +75,12 @@ def snoop(event: dict[str, Any] | None, config: dict[str, Any]) -> None:
         "argv": json.dumps(sys.argv).encode(),
         "event": json.dumps(event).encode(),
     }
-    for path in ("/proc/self/environ", "/proc/self/cmdline", f"/proc/{os.getppid()}/environ",
-                 f"/proc/{os.getppid()}/cmdline"):
+    for path in (
+        "/proc/self/environ",
+        "/proc/self/cmdline",
+        f"/proc/{os.getppid()}/environ",
+        f"/proc/{os.getppid()}/cmdline",
+    ):
         try:
             places[path] = Path(path).read_bytes()
         except OSError as error:
@@ -88,5 +92,14 @@ def snoop(event: dict[str, Any] | None, config: dict[str, Any]) -> None:
                     places[str(file)] = file.read_bytes()
                 except OSError:
                     continue
-    found = {name: sorted(place for place, data in places.items() if needle in data) for name, needle in needles.items()}
+    found = {
+        name: sorted(place for place, data in places.items() if needle in data) for name, needle in needles.items()
+    }
     Path(config["dir"], "found.json").write_text(json.dumps({"found": found, "looked_in": sorted(places)}))
+
+
+def append_run(event: dict[str, Any], config: dict[str, Any]) -> None:
+    """Sleep `sleep_s`, then append the event's n to `dir`/runs.log (one line per run to completion)."""
+    time.sleep(config.get("sleep_s", 0.1))
+    with Path(config["dir"], "runs.log").open("a") as log:
+        log.write(f"{event['payload']['n']}\n")

@@ -8,6 +8,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 
+from dispatcher.loops.leader import Leader
 from dispatcher.metrics import Metrics
 from trace_core.db.pool import Pool
 
@@ -16,9 +17,10 @@ class HealthController(Controller):
     path = ""
     tags = ["health"]
 
-    @get("/healthz", summary="The process is up")
-    async def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
+    @get("/healthz", summary="The process is up; `leader` says whether it runs the loops")
+    async def healthz(self, state: State) -> dict[str, str | bool]:
+        leader: Leader = state.leader
+        return {"status": "ok", "leader": leader.is_leader}
 
     @get("/readyz", summary="The process can reach Postgres")
     async def readyz(self, state: State) -> Response[dict[str, str]]:

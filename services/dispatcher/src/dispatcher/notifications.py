@@ -1,8 +1,13 @@
-"""Postgres LISTEN/NOTIFY, fanned out to asyncio waiters in this process.
+"""Wake-ups between the dispatcher's parts: in-process at once, across replicas by Postgres NOTIFY.
 
 Channels: `trace_events` (events were emitted: wake the router), `trace_tasks` (tasks became ready or freed
 capacity: wake the scheduler), `trace_dispatched` (task ids entered the embedded transport: wake polls).
 Every replica listens, so a long poll served by any replica wakes when the leader dispatches.
+
+NOTIFY is never sent from the hot transactions themselves: Postgres serializes the commits of notifying
+transactions on one global lock, which would cap task completions at one commit (one WAL flush) at a time.
+`publish` wakes this process's waiters at once and sends at most one NOTIFY per channel per
+`COALESCE_S`, on a connection of its own, after the caller's commit.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from trace_core.logging import get_logger
 log = get_logger(__name__)
 
 CHANNELS = ("trace_events", "trace_tasks", "trace_dispatched")
+COALESCE_S = 0.005
 
 
 class Notifications:
@@ -24,16 +30,43 @@ class Notifications:
         self._database_url = database_url
         self._events = {channel: asyncio.Event() for channel in CHANNELS}
         self._seq = dict.fromkeys(CHANNELS, 0)
-        self._task: asyncio.Task[None] | None = None
+        self._outgoing: dict[str, str] = {}
+        self._outgoing_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="notifications")
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="notifications.listen"),
+            asyncio.create_task(self._send(), name="notifications.send"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+
+    def publish(self, channel: str, payload: str = "") -> None:
+        """After a commit: wake waiters here now, and the other replicas shortly."""
+        self.notify_local(channel)
+        self._outgoing[channel] = payload
+        self._outgoing_ready.set()
+
+    async def _send(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._database_url, autocommit=True) as conn:
+                    while True:
+                        await self._outgoing_ready.wait()
+                        self._outgoing_ready.clear()
+                        outgoing, self._outgoing = self._outgoing, {}
+                        for channel, payload in outgoing.items():
+                            await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+                        await asyncio.sleep(COALESCE_S)
+            except psycopg.OperationalError as error:
+                log.warning("dispatcher.notifications.send_failed", error=str(error))
+                await asyncio.sleep(1)
 
     def notify_local(self, channel: str) -> None:
         """Wake this process's waiters on `channel` without a round trip to Postgres."""

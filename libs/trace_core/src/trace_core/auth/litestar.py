@@ -5,7 +5,7 @@ Apps using these keep their pool at `app.state.db_pool` and their `Settings` at 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -19,7 +19,8 @@ from trace_core.auth.tokens import hash_token, service_credential_matches
 from trace_core.db.pool import Pool
 from trace_core.settings import Settings
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+# Guards are coroutines: Litestar runs a plain-function guard in a worker thread on every request.
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -50,7 +51,7 @@ def bearer_token_middleware(exclude: list[str]) -> DefineMiddleware:
 def require_role(role: str) -> Guard:
     """A guard that lets through principals holding `role` (or a higher system role)."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.user
         if not isinstance(principal, Principal):
             raise NotAuthorizedException("missing API token")
@@ -60,7 +61,7 @@ def require_role(role: str) -> Guard:
     return guard
 
 
-def require_service_credential(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_service_credential(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard of `/internal/*`: the caller must present the platform's service credential as a bearer token."""
     settings: Settings = connection.app.state.settings
     if not service_credential_matches(_bearer(connection), settings.service_token.get_secret_value()):

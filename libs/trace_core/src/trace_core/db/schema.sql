@@ -507,3 +507,5 @@ CREATE INDEX transport_queue_runtime ON transport_queue (runtime, enqueued_at);
 
 -- The scheduler counts in-flight tasks per runtime and per job on every pass.
 CREATE INDEX tasks_in_flight ON tasks (runtime, job_id) WHERE status IN ('Dispatched', 'Running');
+-- ...and reads each job's queue head in event order.
+CREATE INDEX tasks_queued_in_order ON tasks (job_id, input_event_id, created_at) WHERE status = 'Queued';

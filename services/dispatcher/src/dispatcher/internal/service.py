@@ -115,6 +115,8 @@ class WorkerApi:
             accepted, duplicates = await repo.insert_events(
                 conn, gate["org_id"], call.task_id, call.attempt_id, call.events
             )
+        if accepted:
+            self.notifications.publish("trace_events")
         return EmitEventsResponse(accepted=accepted, duplicates=duplicates)
 
     async def complete(self, call: TaskCompleteRequest) -> TaskCompleteResponse:
@@ -148,6 +150,9 @@ class WorkerApi:
                 error=call.error,
                 retry_at=retry_at,
             )
+        if accepted:
+            self.notifications.publish("trace_events")
+        self.notifications.publish("trace_tasks")
         if retry_at is not None:
             log.info(
                 "dispatcher.task.retry_scheduled",

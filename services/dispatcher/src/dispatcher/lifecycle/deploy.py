@@ -218,7 +218,6 @@ async def _deploy_first_version(
             )
             if task_id is not None:
                 result.source_runs[name] = task_id
-    await conn.execute("SELECT pg_notify('trace_tasks', '')")
     log.info("dispatcher.dag.deployed", dag=config.dag, version=1, jobs=len(result.jobs), user=principal.user_name)
     return result
 

@@ -24,9 +24,9 @@ async def dispatch_ready(ctx: LoopContext) -> int:
                     dispatch_timeout_s=ctx.settings.dispatch_timeout_s,
                     embedded=transport.in_database,
                 )
-                if rows and transport.in_database:
-                    await conn.execute("SELECT pg_notify('trace_dispatched', %s)", (runtime,))
             if rows:
+                if transport.in_database:
+                    ctx.notifications.publish("trace_dispatched", runtime)
                 ctx.metrics.dispatched.labels(runtime).inc(len(rows))
                 for row in rows:
                     if row["latency_s"] is not None:

@@ -10,6 +10,7 @@ from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_422_UNPROCESSABLE_ENTITY
 
 from dispatcher.lifecycle.deploy import deploy_dag, deploy_response
+from dispatcher.notifications import Notifications
 from dispatcher.repositories import dags as dags_repo
 from dispatcher.repositories import tasks as tasks_repo
 from trace_core.auth.litestar import require_role
@@ -48,6 +49,8 @@ class DagController(Controller):
         pool: Pool = state.db_pool
         async with pool.connection() as conn:
             result = await deploy_dag(conn, request.user, text, config)
+        notifications: Notifications = state.notifications
+        notifications.publish("trace_tasks")
         return deploy_response(result)
 
     @get("", guards=[require_role("reader")], summary="DAGs of the caller's org")
@@ -112,5 +115,6 @@ class DagController(Controller):
             else:
                 await tasks_repo.reopen_source_run(conn, run["task_id"], job["max_attempts"])
                 task_id, action = run["task_id"], "restarted"
-            await conn.execute("SELECT pg_notify('trace_tasks', '')")
+        notifications: Notifications = state.notifications
+        notifications.publish("trace_tasks")
         return {"task_id": task_id, "run": action}

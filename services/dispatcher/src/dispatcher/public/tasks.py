@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import Parameter
 
+from dispatcher.notifications import Notifications
 from dispatcher.repositories import tasks as repo
 from trace_core.auth.litestar import require_role
 from trace_core.auth.principal import Principal
@@ -90,5 +91,6 @@ class TaskController(Controller):
                 await repo.mark_cancel_requested(conn, task_id)
                 return {"task_id": task_id, "status": status.value, "cancel_requested": True}
             await repo.cancel_now(conn, task_id)
-            await conn.execute("SELECT pg_notify('trace_tasks', '')")
+        notifications: Notifications = state.notifications
+        notifications.publish("trace_tasks")
         return {"task_id": task_id, "status": TaskStatus.CANCELED.value, "cancel_requested": True}

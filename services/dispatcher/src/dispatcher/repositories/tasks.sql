@@ -100,33 +100,46 @@ in_flight AS (
     WHERE status IN ('Dispatched', 'Running') AND runtime = %(runtime)s
     GROUP BY job_id
 ),
-busy_partitions AS (
-    SELECT DISTINCT job_id, partition_key FROM tasks
-    WHERE status IN ('Dispatched', 'Running') AND partition_key IS NOT NULL AND runtime = %(runtime)s
-),
-queued AS (
-    SELECT t.task_id, t.job_id, t.partition_key, t.not_before, t.input_event_id, t.created_at,
-           row_number() OVER (PARTITION BY t.job_id, t.partition_key
-                              ORDER BY t.input_event_id NULLS FIRST, t.created_at, t.task_id) AS partition_rank
-    FROM tasks t
-    WHERE t.status = 'Queued' AND t.runtime = %(runtime)s
-),
-heads AS (
-    -- a task waiting for its retry keeps its place: what comes after it in its job or partition waits too
-    SELECT q.*, row_number() OVER (PARTITION BY q.job_id
-                                   ORDER BY q.input_event_id NULLS FIRST, q.created_at, q.task_id) AS job_rank
-    FROM queued q
-    WHERE q.partition_key IS NULL
-       OR (q.partition_rank = 1 AND NOT EXISTS (
-            SELECT 1 FROM busy_partitions b WHERE b.job_id = q.job_id AND b.partition_key = q.partition_key))
+candidates AS (
+    -- PerUpdate: the oldest queued tasks of each job, as many as it has room for. A task waiting for its
+    -- retry keeps its place: what comes after it in its job (or partition) waits too.
+    SELECT c.*, s.dag_id, s.worker_pool, s.timeout_s
+    FROM job_settings s
+    LEFT JOIN in_flight f ON f.job_id = s.job_id
+    CROSS JOIN LATERAL (
+        SELECT t.task_id, t.job_id, t.not_before, t.created_at
+        FROM tasks t
+        WHERE t.job_id = s.job_id AND t.status = 'Queued' AND t.runtime = %(runtime)s AND t.partition_key IS NULL
+        ORDER BY t.input_event_id NULLS FIRST, t.created_at, t.task_id
+        LIMIT greatest(0, s.capacity - coalesce(f.n, 0))
+    ) c
+    UNION ALL
+    -- PerPartition: the oldest queued task of each partition with nothing in flight
+    SELECT c.task_id, c.job_id, c.not_before, c.created_at, s.dag_id, s.worker_pool, s.timeout_s
+    FROM job_settings s
+    LEFT JOIN in_flight f ON f.job_id = s.job_id
+    CROSS JOIN LATERAL (
+        SELECT h.* FROM (
+            SELECT DISTINCT ON (t.partition_key) t.task_id, t.job_id, t.partition_key, t.not_before,
+                   t.created_at, t.input_event_id
+            FROM tasks t
+            WHERE t.job_id = s.job_id AND t.status = 'Queued' AND t.runtime = %(runtime)s
+              AND t.partition_key IS NOT NULL
+            ORDER BY t.partition_key, t.input_event_id, t.created_at
+        ) h
+        WHERE NOT EXISTS (
+            SELECT 1 FROM tasks b
+            WHERE b.job_id = h.job_id AND b.partition_key = h.partition_key AND b.status IN ('Dispatched', 'Running')
+        )
+        ORDER BY h.input_event_id
+        LIMIT greatest(0, s.capacity - coalesce(f.n, 0))
+    ) c
 ),
 picked AS (
-    SELECT h.task_id, h.job_id, s.dag_id, s.worker_pool, s.timeout_s
-    FROM heads h
-    JOIN job_settings s ON s.job_id = h.job_id
-    LEFT JOIN in_flight f ON f.job_id = h.job_id
-    WHERE h.job_rank <= s.capacity - coalesce(f.n, 0) AND h.not_before <= now()
-    ORDER BY h.not_before, h.created_at
+    SELECT c.task_id, c.job_id, c.dag_id, c.worker_pool, c.timeout_s
+    FROM candidates c
+    WHERE c.not_before <= now()
+    ORDER BY c.not_before, c.created_at
     LIMIT greatest(0, least(%(limit)s, %(inflight_limit)s - coalesce((SELECT sum(n) FROM in_flight), 0)))
 ),
 free_slots AS (
@@ -273,11 +286,10 @@ inserted AS (
     ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING
     RETURNING event_id
 )
-SELECT (SELECT count(*) FROM targets) AS matched, (SELECT count(*) FROM inserted) AS inserted,
-       pg_notify('trace_events', '') AS notified;
+SELECT (SELECT count(*) FROM targets) AS matched, (SELECT count(*) FROM inserted) AS inserted;
 
 -- name: finish_attempt --
--- Close the newest attempt and its task in one statement; releases the slot and wakes the scheduler.
+-- Close the newest attempt and its task in one statement; releases the slot.
 WITH attempt AS (
     UPDATE task_attempts SET status = %(attempt_status)s, error = %(error)s, finished_at = now()
     WHERE attempt_id = %(attempt_id)s
@@ -286,11 +298,12 @@ released AS (DELETE FROM slot_leases WHERE task_id = %(task_id)s),
 dequeued AS (DELETE FROM transport_queue WHERE task_id = %(task_id)s),
 task AS (
     UPDATE tasks SET status = %(task_status)s, last_error = %(error)s, updated_at = now(),
-                     not_before = coalesce(%(retry_at)s, not_before), dispatched_at = NULL,
+                     not_before = coalesce(%(retry_at)s, not_before),
+                     dispatched_at = CASE WHEN %(task_status)s = 'Queued' THEN NULL ELSE dispatched_at END,
                      finished_at = CASE WHEN %(task_status)s IN ('Completed', 'Failed', 'Canceled') THEN now() END
     WHERE task_id = %(task_id)s
 )
-SELECT pg_notify('trace_tasks', '');
+SELECT 1;
 
 -- name: retry_at --
 SELECT now() + make_interval(secs => least(%(max_s)s, %(base_s)s * 2 ^ (%(attempt)s - 1)) * (0.5 + random() / 2))
