@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
         finally:
             await leader.stop()
+            await worker_api.close()
             for transport in transports.values():
                 await transport.close()
             await notifications.stop()

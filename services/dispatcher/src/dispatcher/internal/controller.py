@@ -7,7 +7,7 @@ from uuid import UUID
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from dispatcher.internal.service import WorkerApi
 from trace_core.auth.litestar import require_service_credential
@@ -34,28 +34,28 @@ class InternalController(Controller):
     async def task_fetch(
         self,
         state: State,
-        task_id: UUID,
-        worker_id: Annotated[str | None, Parameter(max_length=200)] = None,
+        task_id: FromQuery[UUID],
+        worker_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> TaskPayload | TaskCanceled:
         api: WorkerApi = state.worker_api
         return await api.fetch(task_id, worker_id)
 
     @post("/heartbeat", status_code=200, summary="Extend the lease; answers canceled when the task was canceled")
-    async def heartbeat(self, state: State, data: HeartbeatRequest) -> HeartbeatResponse:
+    async def heartbeat(self, state: State, data: JSONBody[HeartbeatRequest]) -> HeartbeatResponse:
         api: WorkerApi = state.worker_api
         return await api.heartbeat(data)
 
     @post("/events", status_code=200, summary="Emit events mid-task (deduplicated)")
-    async def events(self, state: State, data: EmitEventsRequest) -> EmitEventsResponse:
+    async def events(self, state: State, data: JSONBody[EmitEventsRequest]) -> EmitEventsResponse:
         api: WorkerApi = state.worker_api
         return await api.emit(data)
 
     @post("/task-complete", status_code=200, summary="Finish an attempt, with its final events, atomically")
-    async def task_complete(self, state: State, data: TaskCompleteRequest) -> TaskCompleteResponse:
+    async def task_complete(self, state: State, data: JSONBody[TaskCompleteRequest]) -> TaskCompleteResponse:
         api: WorkerApi = state.worker_api
         return await api.complete(data)
 
     @post("/task-poll", status_code=200, summary="Embedded transport: the next dispatched task ids of a runtime")
-    async def task_poll(self, state: State, data: TaskPollRequest) -> TaskPollResponse:
+    async def task_poll(self, state: State, data: JSONBody[TaskPollRequest]) -> TaskPollResponse:
         api: WorkerApi = state.worker_api
         return await api.poll(data)

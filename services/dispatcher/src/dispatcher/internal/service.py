@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -15,6 +16,7 @@ from uuid import UUID
 from litestar.exceptions import ClientException, HTTPException, NotFoundException, PermissionDeniedException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_409_CONFLICT
 
+from dispatcher.batching import Batcher
 from dispatcher.metrics import Metrics
 from dispatcher.notifications import Notifications
 from dispatcher.repositories import tasks as repo
@@ -34,7 +36,7 @@ from trace_core.contracts.internal import (
     TaskPollResponse,
 )
 from trace_core.contracts.tasks import AttemptStatus, JobSpec, OutputTarget, SlotAssignment, TaskPayload, TaskStatus
-from trace_core.db.pool import Connection, Pool
+from trace_core.db.pool import Pool
 from trace_core.logging import get_logger
 from trace_core.settings import Settings
 
@@ -47,52 +49,129 @@ def _conflict(detail: str) -> HTTPException:
     return ClientException(detail=detail, status_code=HTTP_409_CONFLICT)
 
 
+@dataclass(frozen=True)
+class _FetchRequest:
+    task_id: UUID
+    worker_id: str | None
+
+
 class WorkerApi:
-    """The internal API's behaviour, independent of HTTP (the Lambda transport starts attempts with it too)."""
+    """The internal API's behaviour, independent of HTTP (the Lambda transport starts attempts with it too).
+
+    task-fetch and task-complete go through batchers: concurrent calls share one transaction.
+    """
 
     def __init__(self, pool: Pool, settings: Settings, notifications: Notifications, metrics: Metrics) -> None:
         self.pool = pool
         self.settings = settings
         self.notifications = notifications
         self.metrics = metrics
+        self._fetches: Batcher[_FetchRequest, TaskPayload | TaskCanceled] = Batcher("fetch", self._fetch_batch)
+        self._completions: Batcher[TaskCompleteRequest, TaskCompleteResponse] = Batcher(
+            "complete", self._complete_batch
+        )
+
+    async def close(self) -> None:
+        await self._fetches.close()
+        await self._completions.close()
 
     async def fetch(self, task_id: UUID, worker_id: str | None) -> TaskPayload | TaskCanceled:
+        return await self._fetches.submit(_FetchRequest(task_id, worker_id))
+
+    async def complete(self, call: TaskCompleteRequest) -> TaskCompleteResponse:
+        return await self._completions.submit(call)
+
+    async def _fetch_batch(self, requests: list[_FetchRequest]) -> list[TaskPayload | TaskCanceled | Exception]:
+        results: list[TaskPayload | TaskCanceled | Exception | None] = [None] * len(requests)
+        starting: dict[UUID, tuple[int, int, str]] = {}  # task id -> (request index, attempt number, token)
         async with self.pool.connection() as conn, conn.transaction():
-            task = await repo.lock_task(conn, task_id)
-            if task is None:
-                raise NotFoundException(f"no task {task_id}")
-            status = TaskStatus(task["status"])
-            if status is TaskStatus.CANCELED or (
-                task["cancel_requested_at"] is not None and status is not TaskStatus.RUNNING
-            ):
-                if status is TaskStatus.DISPATCHED:
-                    await repo.cancel_dispatched(conn, task_id)
-                return TaskCanceled(task_id=task_id)
-            if status in {TaskStatus.COMPLETED, TaskStatus.FAILED}:
-                raise _conflict(f"task {task_id} is {status.value}; there is nothing to run")
-            if status is TaskStatus.QUEUED:
-                raise _conflict(f"task {task_id} is Queued, not dispatched; workers fetch only dispatched tasks")
-            if task["attempt_count"] >= task["max_attempts"]:
-                raise _conflict(f"task {task_id} has used all {task['max_attempts']} attempts")
-            token = secrets.token_urlsafe(32)
-            attempt = await repo.start_attempt(
-                conn,
-                task_id=task_id,
-                attempt_number=task["attempt_count"] + 1,
-                token_hash=hash_token(token),
-                lease_s=self.settings.lease_s,
-                worker_id=worker_id,
+            locked = {row["task_id"]: row for row in await repo.lock_tasks(conn, list({r.task_id for r in requests}))}
+            canceled: list[UUID] = []
+            for index, request in enumerate(requests):
+                task = locked.get(request.task_id)
+                if request.task_id in starting:
+                    results[index] = _conflict(f"task {request.task_id} is being started by a concurrent task-fetch")
+                    continue
+                verdict = _fetch_verdict(request.task_id, task)
+                if verdict is None:
+                    assert task is not None
+                    starting[request.task_id] = (index, task["attempt_count"] + 1, secrets.token_urlsafe(32))
+                    continue
+                results[index] = verdict
+                if isinstance(verdict, TaskCanceled) and task is not None and task["status"] == TaskStatus.DISPATCHED:
+                    canceled.append(request.task_id)
+            if canceled:
+                await repo.cancel_dispatched_tasks(conn, canceled)
+            if starting:
+                starts = [
+                    (task_id, number, hash_token(token), requests[index].worker_id)
+                    for task_id, (index, number, token) in starting.items()
+                ]
+                attempts = {
+                    row["task_id"]: row for row in await repo.start_attempts(conn, starts, self.settings.lease_s)
+                }
+                payloads = {row["task_id"]: row for row in await repo.task_payloads(conn, list(starting))}
+        for task_id, (index, number, token) in starting.items():
+            results[index] = _payload(
+                payloads[task_id], attempts[task_id], number, token, self.settings.heartbeat_interval_s
             )
-            row = await repo.task_payload(conn, task_id)
-        assert row is not None
-        self.metrics.attempts.inc()
-        if task["attempt_count"] > 0:
-            self.metrics.retries.inc()
-        return _payload(row, attempt, task["attempt_count"] + 1, token, self.settings.heartbeat_interval_s)
+            self.metrics.attempts.inc()
+            if number > 1:
+                self.metrics.retries.inc()
+        return [result if result is not None else _conflict("unanswered") for result in results]
+
+    async def _complete_batch(self, calls: list[TaskCompleteRequest]) -> list[TaskCompleteResponse | Exception]:
+        results: list[TaskCompleteResponse | Exception | None] = [None] * len(calls)
+        finishing: dict[UUID, tuple[int, AttemptStatus, TaskStatus]] = {}
+        async with self.pool.connection() as conn, conn.transaction():
+            gates = {row["task_id"]: row for row in await repo.gate_attempts(conn, list({c.task_id for c in calls}))}
+            for index, call in enumerate(calls):
+                try:
+                    if call.task_id in finishing:
+                        raise _conflict(f"task {call.task_id} is being completed by a concurrent call")
+                    gate = _check_gate(gates.get(call.task_id), call)
+                    status = TaskStatus(gate["task_status"])
+                    if status in {TaskStatus.CANCELED, TaskStatus.COMPLETED}:
+                        raise _conflict(
+                            f"task {call.task_id} is already {status.value}; this completion is not accepted"
+                        )
+                    _check_outputs(call.events, gate["output_count"], "events")
+                except HTTPException as refused:
+                    results[index] = refused
+                    continue
+                finishing[call.task_id] = (index, *_outcome(call, gate))
+            emitted = [(c.task_id, c.attempt_id, e) for c in calls if c.task_id in finishing for e in c.events]
+            counts = await repo.insert_events(conn, emitted)
+            retry_at: dict[UUID, datetime | None] = {}
+            if finishing:
+                retry_at = await repo.finish_attempts(
+                    conn,
+                    [
+                        (task_id, calls[index].attempt_id, attempt.value, task.value, calls[index].error)
+                        for task_id, (index, attempt, task) in finishing.items()
+                    ],
+                    self.settings.retry_base_s,
+                    self.settings.retry_max_s,
+                )
+        for task_id, (index, _, task_status) in finishing.items():
+            accepted, duplicates = counts.get(task_id, (0, 0))
+            results[index] = TaskCompleteResponse(
+                task_status=task_status,
+                accepted_events=accepted,
+                duplicate_events=duplicates,
+                retry_at=retry_at.get(task_id),
+            )
+            if retry_at.get(task_id) is not None:
+                log.info("dispatcher.task.retry_scheduled", task_id=str(task_id), retry_at=str(retry_at[task_id]))
+        if finishing:
+            self.notifications.publish("trace_tasks")
+            if emitted:
+                self.notifications.publish("trace_events")
+        return [result if result is not None else _conflict("unanswered") for result in results]
 
     async def heartbeat(self, call: HeartbeatRequest) -> HeartbeatResponse:
         async with self.pool.connection() as conn, conn.transaction():
-            gate = await _gate(conn, call)
+            gate = _check_gate(await repo.gate_attempt(conn, call.task_id), call)
             if gate["task_status"] == TaskStatus.CANCELED or gate["cancel_requested_at"] is not None:
                 return HeartbeatResponse(canceled=True, lease_expires_at=gate["lease_expires_at"])
             if gate["attempt_status"] != AttemptStatus.RUNNING:
@@ -108,61 +187,15 @@ class WorkerApi:
 
     async def emit(self, call: EmitEventsRequest) -> EmitEventsResponse:
         async with self.pool.connection() as conn, conn.transaction():
-            gate = await _gate(conn, call)
+            gate = _check_gate(await repo.gate_attempt(conn, call.task_id), call)
             if TaskStatus(gate["task_status"]).is_terminal:
                 raise _conflict(f"task {call.task_id} is {gate['task_status']}; it cannot emit events any more")
             _check_outputs(call.events, gate["output_count"], "events")
-            accepted, duplicates = await repo.insert_events(
-                conn, gate["org_id"], call.task_id, call.attempt_id, call.events
-            )
+            counts = await repo.insert_events(conn, [(call.task_id, call.attempt_id, e) for e in call.events])
+        accepted, duplicates = counts.get(call.task_id, (0, 0))
         if accepted:
             self.notifications.publish("trace_events")
         return EmitEventsResponse(accepted=accepted, duplicates=duplicates)
-
-    async def complete(self, call: TaskCompleteRequest) -> TaskCompleteResponse:
-        async with self.pool.connection() as conn, conn.transaction():
-            gate = await _gate(conn, call)
-            status = TaskStatus(gate["task_status"])
-            if status in {TaskStatus.CANCELED, TaskStatus.COMPLETED}:
-                raise _conflict(f"task {call.task_id} is already {status.value}; this completion is not accepted")
-            _check_outputs(call.events, gate["output_count"], "events")
-            accepted, duplicates = await repo.insert_events(
-                conn, gate["org_id"], call.task_id, call.attempt_id, call.events
-            )
-            retry_at: datetime | None = None
-            if call.status is CompletionStatus.SUCCEEDED:
-                attempt_status, task_status = AttemptStatus.SUCCEEDED, TaskStatus.COMPLETED
-            elif call.status is CompletionStatus.CANCELED or gate["cancel_requested_at"] is not None:
-                attempt_status, task_status = AttemptStatus.CANCELED, TaskStatus.CANCELED
-            elif call.retryable and gate["attempt_count"] < gate["max_attempts"]:
-                attempt_status, task_status = AttemptStatus.FAILED, TaskStatus.QUEUED
-                retry_at = await repo.retry_at(
-                    conn, gate["attempt_count"], self.settings.retry_base_s, self.settings.retry_max_s
-                )
-            else:
-                attempt_status, task_status = AttemptStatus.FAILED, TaskStatus.FAILED
-            await repo.finish_attempt(
-                conn,
-                task_id=call.task_id,
-                attempt_id=call.attempt_id,
-                attempt_status=attempt_status.value,
-                task_status=task_status.value,
-                error=call.error,
-                retry_at=retry_at,
-            )
-        if accepted:
-            self.notifications.publish("trace_events")
-        self.notifications.publish("trace_tasks")
-        if retry_at is not None:
-            log.info(
-                "dispatcher.task.retry_scheduled",
-                task_id=str(call.task_id),
-                attempt=gate["attempt_count"],
-                retry_at=retry_at.isoformat(),
-            )
-        return TaskCompleteResponse(
-            task_status=task_status, accepted_events=accepted, duplicate_events=duplicates, retry_at=retry_at
-        )
 
     async def poll(self, call: TaskPollRequest) -> TaskPollResponse:
         deadline = datetime.now(UTC) + timedelta(seconds=call.wait_s)
@@ -175,8 +208,34 @@ class WorkerApi:
             await self.notifications.wait("trace_dispatched", remaining)
 
 
-async def _gate(conn: Connection, call: AttemptCall) -> Row:
-    gate = await repo.gate_attempt(conn, call.task_id)
+def _fetch_verdict(task_id: UUID, task: Row | None) -> TaskCanceled | Exception | None:
+    """Why a task cannot start a new attempt (None: it can)."""
+    if task is None:
+        return NotFoundException(f"no task {task_id}")
+    status = TaskStatus(task["status"])
+    if status is TaskStatus.CANCELED or (task["cancel_requested_at"] is not None and status is not TaskStatus.RUNNING):
+        return TaskCanceled(task_id=task_id)
+    if status in {TaskStatus.COMPLETED, TaskStatus.FAILED}:
+        return _conflict(f"task {task_id} is {status.value}; there is nothing to run")
+    if status is TaskStatus.QUEUED:
+        return _conflict(f"task {task_id} is Queued, not dispatched; workers fetch only dispatched tasks")
+    if task["attempt_count"] >= task["max_attempts"]:
+        return _conflict(f"task {task_id} has used all {task['max_attempts']} attempts")
+    return None
+
+
+def _outcome(call: TaskCompleteRequest, gate: Row) -> tuple[AttemptStatus, TaskStatus]:
+    if call.status is CompletionStatus.SUCCEEDED:
+        return AttemptStatus.SUCCEEDED, TaskStatus.COMPLETED
+    if call.status is CompletionStatus.CANCELED or gate["cancel_requested_at"] is not None:
+        return AttemptStatus.CANCELED, TaskStatus.CANCELED
+    if call.retryable and gate["attempt_count"] < gate["max_attempts"]:
+        return AttemptStatus.FAILED, TaskStatus.QUEUED
+    return AttemptStatus.FAILED, TaskStatus.FAILED
+
+
+def _check_gate(gate: Row | None, call: AttemptCall) -> Row:
+    """The call must name the task's newest attempt and carry that attempt's token."""
     if gate is None:
         raise NotFoundException(f"no task {call.task_id}")
     if gate["attempt_id"] is None:

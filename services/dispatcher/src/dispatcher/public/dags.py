@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_422_UNPROCESSABLE_ENTITY
 
 from dispatcher.lifecycle.deploy import deploy_dag, deploy_response
@@ -60,7 +61,7 @@ class DagController(Controller):
             return await dags_repo.list_dags(conn, request.user.org_id)
 
     @get("/{dag_name:str}", guards=[require_role("reader")], summary="A DAG: active version, jobs and datasets")
-    async def get_dag(self, request: Req, state: State, dag_name: str) -> dict[str, Any]:
+    async def get_dag(self, request: Req, state: State, dag_name: FromPath[str]) -> dict[str, Any]:
         pool: Pool = state.db_pool
         async with pool.connection() as conn:
             dag = await dags_repo.dag_by_name(conn, request.user.org_id, dag_name)
@@ -84,7 +85,9 @@ class DagController(Controller):
         status_code=HTTP_202_ACCEPTED,
         summary="Start a source job's run, or restart it (a new attempt of the same task)",
     )
-    async def start_run(self, request: Req, state: State, dag_name: str, job_name: str) -> dict[str, Any]:
+    async def start_run(
+        self, request: Req, state: State, dag_name: FromPath[str], job_name: FromPath[str]
+    ) -> dict[str, Any]:
         pool: Pool = state.db_pool
         async with pool.connection() as conn, conn.transaction():
             job = await tasks_repo.source_job(conn, request.user.org_id, dag_name, job_name)

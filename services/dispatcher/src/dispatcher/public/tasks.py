@@ -11,7 +11,7 @@ from uuid import UUID
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, NotFoundException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from dispatcher.notifications import Notifications
 from dispatcher.repositories import tasks as repo
@@ -45,11 +45,11 @@ class TaskController(Controller):
         self,
         request: Req,
         state: State,
-        dag: str | None = None,
-        job: str | None = None,
-        status: TaskStatus | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: str | None = None,
+        dag: FromQuery[str | None] = None,
+        job: FromQuery[str | None] = None,
+        status: FromQuery[TaskStatus | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         after_created, after_id = _decode_cursor(cursor) if cursor else (None, None)
         pool: Pool = state.db_pool
@@ -68,7 +68,7 @@ class TaskController(Controller):
         return {"tasks": page, "next_cursor": _encode_cursor(page[-1]) if len(rows) > limit else None}
 
     @get("/{task_id:uuid}", guards=[require_role("reader")], summary="A task with its attempts and errors")
-    async def get_task(self, request: Req, state: State, task_id: UUID) -> dict[str, Any]:
+    async def get_task(self, request: Req, state: State, task_id: FromPath[UUID]) -> dict[str, Any]:
         pool: Pool = state.db_pool
         async with pool.connection() as conn:
             row = await repo.task_detail(conn, request.user.org_id, task_id)
@@ -77,7 +77,7 @@ class TaskController(Controller):
         return row
 
     @post("/{task_id:uuid}/cancel", guards=[require_role("writer")], status_code=200, summary="Cancel a task")
-    async def cancel(self, request: Req, state: State, task_id: UUID) -> dict[str, Any]:
+    async def cancel(self, request: Req, state: State, task_id: FromPath[UUID]) -> dict[str, Any]:
         """Queued and dispatched tasks are canceled at once; a running one is told at its next heartbeat."""
         pool: Pool = state.db_pool
         async with pool.connection() as conn, conn.transaction():

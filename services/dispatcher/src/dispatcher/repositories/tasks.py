@@ -68,29 +68,6 @@ async def take_from_transport_queue(conn: Connection, runtime: str, limit: int) 
     return [row["task_id"] for row in rows]
 
 
-async def lock_task(conn: Connection, task_id: UUID) -> Row | None:
-    return await _one(conn, "lock_task", {"task_id": task_id})
-
-
-async def start_attempt(conn: Connection, **params: Any) -> Row:
-    """A new attempt, superseding one still running."""
-    if params["attempt_number"] > 1:
-        await conn.execute(
-            Q["supersede_running_attempt"], {"task_id": params["task_id"], "attempt_number": params["attempt_number"]}
-        )
-    row = await _one(conn, "start_attempt", params)
-    assert row is not None
-    return row
-
-
-async def cancel_dispatched(conn: Connection, task_id: UUID) -> None:
-    await conn.execute(Q["cancel_dispatched"], {"task_id": task_id})
-
-
-async def task_payload(conn: Connection, task_id: UUID) -> Row | None:
-    return await _one(conn, "task_payload", {"task_id": task_id})
-
-
 async def gate_attempt(conn: Connection, task_id: UUID) -> Row | None:
     return await _one(conn, "gate_attempt", {"task_id": task_id})
 
@@ -100,42 +77,6 @@ async def extend_lease(conn: Connection, attempt_id: UUID, lease_expires_at: dat
     assert row is not None
     expires: datetime = row["lease_expires_at"]
     return expires
-
-
-async def insert_events(
-    conn: Connection, org_id: UUID, task_id: UUID, attempt_id: UUID, events: list[EmittedEvent]
-) -> tuple[int, int]:
-    """Store emitted events; returns (stored now, already stored before)."""
-    if not events:
-        return 0, 0
-    params: dict[str, Any] = {
-        "org_id": org_id,
-        "task_id": task_id,
-        "attempt_id": attempt_id,
-        "outputs": [e.output for e in events],
-        "kinds": [e.kind.value for e in events],
-        "cursors": [e.scope.cursor for e in events],
-        "partition_keys": [e.scope.partition_key for e in events],
-        "range_starts": [e.scope.range.start if e.scope.range else None for e in events],
-        "range_ends": [e.scope.range.end if e.scope.range else None for e in events],
-        "scope_keys": [e.scope.key for e in events],
-        "payloads": [Jsonb(e.payload) for e in events],
-    }
-    row = await _one(conn, "insert_events", params)
-    assert row is not None
-    inserted = int(row["inserted"])
-    return inserted, int(row["matched"]) - inserted
-
-
-async def retry_at(conn: Connection, attempt: int, base_s: float, max_s: float) -> datetime:
-    row = await _one(conn, "retry_at", {"attempt": attempt, "base_s": base_s, "max_s": max_s})
-    assert row is not None
-    at: datetime = row["retry_at"]
-    return at
-
-
-async def finish_attempt(conn: Connection, **params: Any) -> None:
-    await conn.execute(Q["finish_attempt"], params)
 
 
 async def reap_expired_attempts(conn: Connection, base_s: float, max_s: float) -> dict[str, int]:
@@ -182,3 +123,74 @@ async def ready_depth(conn: Connection) -> list[Row]:
 
 async def restart_running_source_run(conn: Connection, task_id: UUID, max_attempts: int) -> None:
     await conn.execute(Q["restart_running_source_run"], {"task_id": task_id, "max_attempts": max_attempts})
+
+
+async def lock_tasks(conn: Connection, task_ids: list[UUID]) -> list[Row]:
+    return await _all(conn, "lock_tasks", {"task_ids": task_ids})
+
+
+async def cancel_dispatched_tasks(conn: Connection, task_ids: list[UUID]) -> None:
+    await conn.execute(Q["cancel_dispatched_tasks"], {"task_ids": task_ids})
+
+
+async def start_attempts(
+    conn: Connection, starts: list[tuple[UUID, int, bytes, str | None]], lease_s: float
+) -> list[Row]:
+    """New attempts `(task_id, attempt_number, token_hash, worker_id)`, superseding ones still running."""
+    superseding = [task_id for task_id, number, _, _ in starts if number > 1]
+    if superseding:
+        await conn.execute(Q["supersede_running_attempts"], {"task_ids": superseding})
+    params = {
+        "task_ids": [s[0] for s in starts],
+        "numbers": [s[1] for s in starts],
+        "token_hashes": [s[2] for s in starts],
+        "worker_ids": [s[3] for s in starts],
+        "lease_s": lease_s,
+    }
+    return await _all(conn, "start_attempts", params)
+
+
+async def task_payloads(conn: Connection, task_ids: list[UUID]) -> list[Row]:
+    return await _all(conn, "task_payloads", {"task_ids": task_ids})
+
+
+async def gate_attempts(conn: Connection, task_ids: list[UUID]) -> list[Row]:
+    return await _all(conn, "gate_attempts", {"task_ids": task_ids})
+
+
+async def insert_events(
+    conn: Connection, emitted: list[tuple[UUID, UUID, EmittedEvent]]
+) -> dict[UUID, tuple[int, int]]:
+    """Store `(task_id, attempt_id, event)`s; per task: (stored now, already stored before)."""
+    if not emitted:
+        return {}
+    params: dict[str, Any] = {
+        "task_ids": [task_id for task_id, _, _ in emitted],
+        "attempt_ids": [attempt_id for _, attempt_id, _ in emitted],
+        "outputs": [e.output for _, _, e in emitted],
+        "kinds": [e.kind.value for _, _, e in emitted],
+        "cursors": [e.scope.cursor for _, _, e in emitted],
+        "partition_keys": [e.scope.partition_key for _, _, e in emitted],
+        "range_starts": [e.scope.range.start if e.scope.range else None for _, _, e in emitted],
+        "range_ends": [e.scope.range.end if e.scope.range else None for _, _, e in emitted],
+        "scope_keys": [e.scope.key for _, _, e in emitted],
+        "payloads": [Jsonb(e.payload) for _, _, e in emitted],
+    }
+    rows = await _all(conn, "insert_events_of_tasks", params)
+    return {row["task_id"]: (int(row["inserted"]), int(row["matched"]) - int(row["inserted"])) for row in rows}
+
+
+async def finish_attempts(
+    conn: Connection, finishes: list[tuple[UUID, UUID, str, str, str | None]], base_s: float, max_s: float
+) -> dict[UUID, datetime | None]:
+    """Close `(task_id, attempt_id, attempt_status, task_status, error)`s; returns each task's retry time."""
+    params = {
+        "task_ids": [f[0] for f in finishes],
+        "attempt_ids": [f[1] for f in finishes],
+        "attempt_statuses": [f[2] for f in finishes],
+        "task_statuses": [f[3] for f in finishes],
+        "errors": [f[4] for f in finishes],
+        "base_s": base_s,
+        "max_s": max_s,
+    }
+    return {row["task_id"]: row["retry_at"] for row in await _all(conn, "finish_attempts", params)}

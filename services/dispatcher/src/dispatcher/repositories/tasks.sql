@@ -187,60 +187,6 @@ DELETE FROM transport_queue WHERE task_id IN (
 )
 RETURNING task_id;
 
--- name: lock_task --
-SELECT t.task_id, t.status, t.cancel_requested_at, t.attempt_count, t.max_attempts, t.job_id
-FROM tasks t WHERE t.task_id = %(task_id)s FOR UPDATE;
-
--- name: supersede_running_attempt --
--- A duplicate delivery or a restart starts a new attempt: the running one ends here (a separate statement:
--- the new attempt's insert must see it ended, and the CTEs of one statement share a snapshot).
-UPDATE task_attempts SET status = 'Failed', error = 'superseded by attempt ' || (%(attempt_number)s)::text,
-                         finished_at = now()
-WHERE task_id = %(task_id)s AND status = 'Running';
-
--- name: start_attempt --
-WITH attempt AS (
-    INSERT INTO task_attempts (task_id, attempt_number, attempt_token_hash, lease_expires_at, worker_id)
-    VALUES (%(task_id)s, %(attempt_number)s, %(token_hash)s, now() + make_interval(secs => %(lease_s)s),
-            %(worker_id)s)
-    RETURNING attempt_id, lease_expires_at
-),
-task AS (
-    UPDATE tasks SET status = 'Running', attempt_count = %(attempt_number)s, updated_at = now()
-    WHERE task_id = %(task_id)s
-)
-SELECT attempt_id, lease_expires_at FROM attempt;
-
--- name: cancel_dispatched --
-WITH released AS (DELETE FROM slot_leases WHERE task_id = %(task_id)s)
-UPDATE tasks SET status = 'Canceled', finished_at = now(), updated_at = now()
-WHERE task_id = %(task_id)s;
-
--- name: task_payload --
--- Everything a worker needs to run one attempt, in one round trip.
-SELECT t.task_id, t.org_id, d.dag_name, v.version AS dag_version, j.job_name, j.activation, j.operator, j.runtime,
-       j.config, j.execution_strategy, j.update_strategy, vj.timeout_s,
-       e.event_id, e.dataset_uuid AS event_dataset_uuid, e.dataset_version AS event_dataset_version,
-       e.kind AS event_kind, e.scope_cursor, e.partition_key, e.range_start, e.range_end, e.payload AS event_payload,
-       e.producer_task_id AS event_producer_task_id, e.created_at AS event_created_at,
-       (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                'index', ds.output_index, 'dataset_uuid', ds.dataset_uuid, 'dataset_version', dv.dataset_version,
-                'dataset_name', ds.dataset_name, 'storage', ds.storage, 'format', ds.format,
-                'write_mode', ds.write_mode, 'unique_key', j.unique_key, 'location', dv.storage_location)
-                ORDER BY ds.output_index), '[]')
-        FROM dataset_versions dv JOIN datasets ds ON ds.dataset_uuid = dv.dataset_uuid
-        WHERE dv.job_id = j.job_id) AS outputs,
-       sl.slot_id, ws.pool_name, ws.env AS slot_env, ws.secret_env AS slot_secret_env
-FROM tasks t
-JOIN jobs j ON j.job_id = t.job_id
-JOIN dags d ON d.dag_id = t.dag_id
-JOIN dag_versions v ON v.dag_version_id = t.dag_version_id
-JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
-LEFT JOIN events e ON e.event_id = t.input_event_id
-LEFT JOIN slot_leases sl ON sl.task_id = t.task_id
-LEFT JOIN worker_pool_slots ws ON ws.slot_id = sl.slot_id
-WHERE t.task_id = %(task_id)s;
-
 -- name: gate_attempt --
 -- The task and its newest attempt, locked: every call an attempt makes is checked against this.
 SELECT t.task_id, t.status AS task_status, t.cancel_requested_at, t.attempt_count, t.max_attempts, t.org_id,
@@ -260,54 +206,6 @@ FOR UPDATE OF t;
 UPDATE task_attempts SET lease_expires_at = %(lease_expires_at)s
 WHERE attempt_id = %(attempt_id)s
 RETURNING lease_expires_at;
-
--- name: insert_events --
--- Emitted events of one attempt, deduplicated on (producer task, dataset, scope); wakes the router.
-WITH incoming AS (
-    SELECT * FROM unnest(%(outputs)s::int[], %(kinds)s::text[], %(cursors)s::text[], %(partition_keys)s::text[],
-                         %(range_starts)s::bigint[], %(range_ends)s::bigint[], %(scope_keys)s::text[],
-                         %(payloads)s::jsonb[])
-        AS i(output_index, kind, scope_cursor, partition_key, range_start, range_end, scope_key, payload)
-),
-targets AS (
-    SELECT i.*, dv.dataset_uuid, dv.dataset_version
-    FROM incoming i
-    JOIN tasks t ON t.task_id = %(task_id)s
-    JOIN jobs j ON j.job_id = t.job_id
-    JOIN datasets ds ON ds.dag_id = j.dag_id AND ds.job_name = j.job_name AND ds.output_index = i.output_index
-    JOIN dataset_versions dv ON dv.dataset_uuid = ds.dataset_uuid AND dv.job_id = j.job_id
-),
-inserted AS (
-    INSERT INTO events (org_id, dataset_uuid, dataset_version, kind, scope_cursor, partition_key, range_start,
-                        range_end, scope_key, payload, producer_task_id, producer_attempt_id)
-    SELECT %(org_id)s, dataset_uuid, dataset_version, kind, scope_cursor, partition_key, range_start, range_end,
-           scope_key, payload, %(task_id)s, %(attempt_id)s
-    FROM targets
-    ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING
-    RETURNING event_id
-)
-SELECT (SELECT count(*) FROM targets) AS matched, (SELECT count(*) FROM inserted) AS inserted;
-
--- name: finish_attempt --
--- Close the newest attempt and its task in one statement; releases the slot.
-WITH attempt AS (
-    UPDATE task_attempts SET status = %(attempt_status)s, error = %(error)s, finished_at = now()
-    WHERE attempt_id = %(attempt_id)s
-),
-released AS (DELETE FROM slot_leases WHERE task_id = %(task_id)s),
-dequeued AS (DELETE FROM transport_queue WHERE task_id = %(task_id)s),
-task AS (
-    UPDATE tasks SET status = %(task_status)s, last_error = %(error)s, updated_at = now(),
-                     not_before = coalesce(%(retry_at)s, not_before),
-                     dispatched_at = CASE WHEN %(task_status)s = 'Queued' THEN NULL ELSE dispatched_at END,
-                     finished_at = CASE WHEN %(task_status)s IN ('Completed', 'Failed', 'Canceled') THEN now() END
-    WHERE task_id = %(task_id)s
-)
-SELECT 1;
-
--- name: retry_at --
-SELECT now() + make_interval(secs => least(%(max_s)s, %(base_s)s * 2 ^ (%(attempt)s - 1)) * (0.5 + random() / 2))
-    AS retry_at;
 
 -- name: reap_expired_attempts --
 -- The reaper: attempts whose lease ran out are TimedOut; their tasks retry with backoff, or are Failed
@@ -427,3 +325,135 @@ dequeued AS (DELETE FROM transport_queue WHERE task_id = %(task_id)s)
 UPDATE tasks SET status = 'Queued', dispatched_at = NULL, not_before = now(), updated_at = now(),
                  max_attempts = greatest(max_attempts, attempt_count + %(max_attempts)s)
 WHERE task_id = %(task_id)s;
+
+-- name: lock_tasks --
+-- Batched task-fetch: the tasks, locked in a fixed order so concurrent batches cannot deadlock.
+SELECT task_id, status, cancel_requested_at, attempt_count, max_attempts FROM tasks
+WHERE task_id = ANY(%(task_ids)s)
+ORDER BY task_id
+FOR UPDATE;
+
+-- name: cancel_dispatched_tasks --
+WITH released AS (DELETE FROM slot_leases WHERE task_id = ANY(%(task_ids)s))
+UPDATE tasks SET status = 'Canceled', finished_at = now(), updated_at = now()
+WHERE task_id = ANY(%(task_ids)s);
+
+-- name: supersede_running_attempts --
+-- A duplicate delivery or a restart starts a new attempt: the running one ends here (a statement of its own:
+-- the new attempt's insert must see it ended, and the CTEs of one statement share a snapshot).
+UPDATE task_attempts SET status = 'Failed', error = 'superseded by a new attempt', finished_at = now()
+WHERE task_id = ANY(%(task_ids)s) AND status = 'Running';
+
+-- name: start_attempts --
+WITH incoming AS (
+    SELECT * FROM unnest(%(task_ids)s::uuid[], %(numbers)s::int[], %(token_hashes)s::bytea[], %(worker_ids)s::text[])
+        AS i(task_id, attempt_number, token_hash, worker_id)
+),
+attempts AS (
+    INSERT INTO task_attempts (task_id, attempt_number, attempt_token_hash, lease_expires_at, worker_id)
+    SELECT task_id, attempt_number, token_hash, now() + make_interval(secs => %(lease_s)s), worker_id
+    FROM incoming
+    RETURNING task_id, attempt_id, lease_expires_at
+),
+started AS (
+    UPDATE tasks t SET status = 'Running', attempt_count = i.attempt_number, updated_at = now()
+    FROM incoming i WHERE t.task_id = i.task_id
+)
+SELECT task_id, attempt_id, lease_expires_at FROM attempts;
+
+-- name: gate_attempts --
+-- Batched completions: each task and its newest attempt, locked in a fixed order.
+SELECT t.task_id, t.status AS task_status, t.cancel_requested_at, t.attempt_count, t.max_attempts, t.org_id,
+       a.attempt_id, a.attempt_number, a.attempt_token_hash, a.status AS attempt_status,
+       (SELECT count(*) FROM dataset_versions dv WHERE dv.job_id = t.job_id) AS output_count
+FROM tasks t
+LEFT JOIN LATERAL (
+    SELECT * FROM task_attempts WHERE task_id = t.task_id ORDER BY attempt_number DESC LIMIT 1
+) a ON true
+WHERE t.task_id = ANY(%(task_ids)s)
+ORDER BY t.task_id
+FOR UPDATE OF t;
+
+-- name: insert_events_of_tasks --
+-- Events of several attempts at once, deduplicated on (producer task, dataset, scope).
+WITH incoming AS (
+    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempt_ids)s::uuid[], %(outputs)s::int[], %(kinds)s::text[],
+                         %(cursors)s::text[], %(partition_keys)s::text[], %(range_starts)s::bigint[],
+                         %(range_ends)s::bigint[], %(scope_keys)s::text[], %(payloads)s::jsonb[])
+        WITH ORDINALITY
+        AS i(task_id, attempt_id, output_index, kind, scope_cursor, partition_key, range_start, range_end,
+             scope_key, payload, position)
+),
+targets AS (
+    SELECT i.*, t.org_id, dv.dataset_uuid, dv.dataset_version
+    FROM incoming i
+    JOIN tasks t ON t.task_id = i.task_id
+    JOIN jobs j ON j.job_id = t.job_id
+    JOIN datasets ds ON ds.dag_id = j.dag_id AND ds.job_name = j.job_name AND ds.output_index = i.output_index
+    JOIN dataset_versions dv ON dv.dataset_uuid = ds.dataset_uuid AND dv.job_id = j.job_id
+),
+inserted AS (
+    INSERT INTO events (org_id, dataset_uuid, dataset_version, kind, scope_cursor, partition_key, range_start,
+                        range_end, scope_key, payload, producer_task_id, producer_attempt_id)
+    SELECT org_id, dataset_uuid, dataset_version, kind, scope_cursor, partition_key, range_start, range_end,
+           scope_key, payload, task_id, attempt_id
+    FROM targets
+    ORDER BY position  -- event ids follow emission order: PerUpdate and PerPartition run in this order
+    ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING
+    RETURNING producer_task_id
+)
+SELECT t.task_id, count(*) AS matched, (SELECT count(*) FROM inserted n WHERE n.producer_task_id = t.task_id) AS inserted
+FROM targets t GROUP BY t.task_id;
+
+-- name: finish_attempts --
+-- Close attempts and their tasks in one statement; slots are released, transport entries dropped, and a
+-- retried task waits out its backoff (base * 2^(attempt-1), capped, with jitter).
+WITH incoming AS (
+    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempt_ids)s::uuid[], %(attempt_statuses)s::text[],
+                         %(task_statuses)s::text[], %(errors)s::text[])
+        AS i(task_id, attempt_id, attempt_status, task_status, error)
+),
+attempts AS (
+    UPDATE task_attempts a SET status = i.attempt_status, error = i.error, finished_at = now()
+    FROM incoming i WHERE a.attempt_id = i.attempt_id
+),
+released AS (DELETE FROM slot_leases WHERE task_id IN (SELECT task_id FROM incoming)),
+dequeued AS (DELETE FROM transport_queue WHERE task_id IN (SELECT task_id FROM incoming))
+UPDATE tasks t
+SET status = i.task_status,
+    last_error = i.error,
+    updated_at = now(),
+    not_before = CASE WHEN i.task_status = 'Queued'
+                      THEN now() + make_interval(secs => least(%(max_s)s, %(base_s)s * 2 ^ (t.attempt_count - 1))
+                                                         * (0.5 + random() / 2))
+                      ELSE t.not_before END,
+    dispatched_at = CASE WHEN i.task_status = 'Queued' THEN NULL ELSE t.dispatched_at END,
+    finished_at = CASE WHEN i.task_status IN ('Completed', 'Failed', 'Canceled') THEN now() END
+FROM incoming i
+WHERE t.task_id = i.task_id
+RETURNING t.task_id, CASE WHEN t.status = 'Queued' THEN t.not_before END AS retry_at;
+
+-- name: task_payloads --
+-- Everything a worker needs to run one attempt, for a batch of tasks.
+SELECT t.task_id, t.org_id, d.dag_name, v.version AS dag_version, j.job_name, j.activation, j.operator, j.runtime,
+       j.config, j.execution_strategy, j.update_strategy, vj.timeout_s,
+       e.event_id, e.dataset_uuid AS event_dataset_uuid, e.dataset_version AS event_dataset_version,
+       e.kind AS event_kind, e.scope_cursor, e.partition_key, e.range_start, e.range_end, e.payload AS event_payload,
+       e.producer_task_id AS event_producer_task_id, e.created_at AS event_created_at,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'index', ds.output_index, 'dataset_uuid', ds.dataset_uuid, 'dataset_version', dv.dataset_version,
+                'dataset_name', ds.dataset_name, 'storage', ds.storage, 'format', ds.format,
+                'write_mode', ds.write_mode, 'unique_key', j.unique_key, 'location', dv.storage_location)
+                ORDER BY ds.output_index), '[]')
+        FROM dataset_versions dv JOIN datasets ds ON ds.dataset_uuid = dv.dataset_uuid
+        WHERE dv.job_id = j.job_id) AS outputs,
+       sl.slot_id, ws.pool_name, ws.env AS slot_env, ws.secret_env AS slot_secret_env
+FROM tasks t
+JOIN jobs j ON j.job_id = t.job_id
+JOIN dags d ON d.dag_id = t.dag_id
+JOIN dag_versions v ON v.dag_version_id = t.dag_version_id
+JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
+LEFT JOIN events e ON e.event_id = t.input_event_id
+LEFT JOIN slot_leases sl ON sl.task_id = t.task_id
+LEFT JOIN worker_pool_slots ws ON ws.slot_id = sl.slot_id
+WHERE t.task_id = ANY(%(task_ids)s);
