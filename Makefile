@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: run test lint typecheck pytest sync clean
+.PHONY: run test lint typecheck pytest sync clean bench-dispatch
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --ignore-installed --prefix $(CURDIR)/.tools uv
@@ -27,10 +27,13 @@ lint: $(STAMP)
 	$(UV) run --frozen --no-sync ruff format --check .
 
 typecheck: $(STAMP)
-	$(UV) run --frozen --no-sync mypy libs services tests
+	$(UV) run --frozen --no-sync mypy libs services tests benchmarks examples
 
 pytest: $(STAMP)
 	$(UV) run --frozen --no-sync pytest
+
+bench-dispatch: $(STAMP) ## Trace vs PgQueuer vs procrastinate on the same Postgres (TRACE_DATABASE_URL or 127.0.0.1:5432)
+	$(UV) run --frozen --no-sync python -m benchmarks.dispatch
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache .hypothesis

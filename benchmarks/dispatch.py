@@ -42,6 +42,7 @@ from trace_core.contracts.events import EmittedEvent, EventScope
 from trace_core.contracts.internal import CompletionStatus, EmitEventsRequest, TaskCompleteRequest
 from trace_core.contracts.tasks import TaskPayload
 from trace_core.dag import load_dag_yaml
+from trace_core.db.embedded import start_embedded_postgres
 from trace_core.db.migrate import migrate_url
 from trace_core.db.pool import create_pool
 from trace_core.settings import Settings
@@ -121,7 +122,6 @@ class LiveStack:
             "TRACE_SERVICE_TOKEN": self.service_token,
             "TRACE_MIGRATE_ON_START": "false",
             "TRACE_LOG_LEVEL": "WARNING",
-            "TRACE_INFLIGHT_LIMIT": str(workers * concurrency * 2),
             "TRACE_WORKER_CONCURRENCY": str(concurrency),
             "TRACE_DB_POOL_MAX_SIZE": "20",
         }
@@ -311,6 +311,16 @@ async def bench_core(admin_dsn: str, tasks: int, parallel: int) -> float:
     return tasks / elapsed
 
 
+async def _default_server() -> str:
+    """This machine's PostgreSQL when it answers on 127.0.0.1:5432, else the embedded one."""
+    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        async with await psycopg.AsyncConnection.connect(local, connect_timeout=3):
+            return local
+    except psycopg.OperationalError:
+        return start_embedded_postgres(REPO / ".trace" / "bench-pgdata")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -323,6 +333,7 @@ async def main() -> None:
     parser.add_argument("--logs", type=Path, default=REPO / ".trace" / "bench-logs")
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
+    args.dsn = args.dsn or await _default_server()
 
     lifecycle = await bench_lifecycle(args.dsn, args.tasks, args.workers, args.concurrency, args.logs)
     core = await bench_core(args.dsn, args.tasks, parallel=16)

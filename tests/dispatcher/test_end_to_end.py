@@ -6,23 +6,10 @@ import json
 import signal
 from pathlib import Path
 
+from tests.support.dags import EXAMPLES
 from tests.support.stack import Stack, wait_for
 
-HELLO = """
-dag: hello
-jobs:
-  numbers:
-    activation: source
-    operator: python
-    config: {function: "tests.support.udfs:five_numbers"}
-  doubled:
-    operator: python
-    inputs: [{from: {job: numbers}}]
-    config: {function: "tests.support.udfs:double"}
-  sink:
-    operator: noop
-    inputs: [{from: {job: doubled}}]
-"""
+HELLO = (EXAMPLES / "hello.yaml").read_text()
 
 
 def test_deploy_run_and_inspect(stack: Stack) -> None:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.stack import Stack, wait_for
 
 
@@ -170,6 +172,7 @@ jobs:
     ]
 
 
+@pytest.mark.timeout(400)
 def test_backpressure_keeps_a_flood_in_postgres(stack: Stack) -> None:
     stack.stop()
     stack.processes.clear()
@@ -186,9 +189,11 @@ jobs:
   sink:
     operator: noop
     inputs: [{from: {job: source}}]
+    scaling: {max_concurrency: 1000}
 """
     )
-    stack.start_worker(concurrency=4)
+    stack.start_worker(concurrency=8)
+    stack.start_worker(concurrency=8)
     peak_in_flight, saw_backlog = 0, False
 
     def drained() -> bool:
@@ -203,6 +208,6 @@ jobs:
         saw_backlog = saw_backlog or row["queued"] > 100
         return bool(row["completed"] == 10000)
 
-    wait_for(drained, 240, "10,000 tasks to drain")
+    wait_for(drained, 360, "10,000 tasks to drain")
     assert peak_in_flight <= 16
     assert saw_backlog, "the flood never queued up in Postgres"

@@ -67,9 +67,7 @@ def lambda_stand_in(function_env: dict[str, str]) -> Iterator[LambdaStandIn]:
                     "payload": json.loads(body),
                 }
             )
-            run = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-c", HANDLER], stdin=subprocess.PIPE, env=function_env, cwd=REPO
-            )
+            run = subprocess.Popen([sys.executable, "-c", HANDLER], stdin=subprocess.PIPE, env=function_env, cwd=REPO)
             assert run.stdin is not None
             run.stdin.write(body)
             run.stdin.close()

@@ -15,16 +15,6 @@ from pathlib import Path
 from typing import Any
 
 
-def five_numbers(event: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
-    """A source: yields five events, cursor 0..4."""
-    for n in range(5):
-        yield {"scope": {"cursor": str(n)}, "payload": {"n": n}}
-
-
-def double(event: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"scope": event["scope"], "payload": {"n": event["payload"]["n"] * 2}}]
-
-
 def count_to(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A source: `count` events, cursor i, with `partitions` partition keys round robin when given."""
     partitions = config.get("partitions", 0)

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     scheduler_batch: int = Field(500, ge=1, description="Tasks the scheduler dispatches per pass, at most.")
     router_batch: int = Field(1000, ge=1, description="Events the router turns into tasks per pass, at most.")
     dispatcher_loops: bool = Field(True, description="Campaign for the leader lock and run the loops.")
+    loop_coalesce_s: float = Field(
+        0.005, ge=0, description="Pause after a busy router or scheduler pass, so the next one takes more at once."
+    )
     loop_sweep_s: float = Field(1.0, gt=0, description="Loops run at least this often without a notification.")
     worker_runtime: str = Field("ecs_python", description="Runtime a worker serves.")
     worker_concurrency: int = Field(4, ge=1, description="Tasks one worker runs at once (child processes).")

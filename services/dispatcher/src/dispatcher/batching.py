@@ -23,7 +23,7 @@ BatchRunner = Callable[[list[Request]], Awaitable[list[Result | Exception]]]
 
 
 class Batcher(Generic[Request, Result]):
-    def __init__(self, name: str, run: BatchRunner[Request, Result], max_batch: int = 256, executors: int = 4) -> None:
+    def __init__(self, name: str, run: BatchRunner[Request, Result], max_batch: int = 256, executors: int = 2) -> None:
         self._name = name
         self._run = run
         self._max_batch = max_batch

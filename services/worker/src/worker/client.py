@@ -33,12 +33,13 @@ class DispatcherError(RuntimeError):
 
 
 class DispatcherClient:
-    def __init__(self, base_url: str, service_token: str, timeout_s: float = 30) -> None:
+    def __init__(self, base_url: str, service_token: str, connections: int = 8, timeout_s: float = 30) -> None:
+        # httpx scans every pooled connection on each request: keep the pool as small as the concurrency needs
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {service_token}"},
             timeout=timeout_s,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
 
     async def close(self) -> None:

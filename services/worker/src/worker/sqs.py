@@ -27,11 +27,11 @@ async def run_from_sqs(wrapper: Wrapper, settings: Settings) -> None:
             if receipt is not None:
                 await sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
 
-        async def batches(free: int) -> AsyncIterator[list[UUID]]:
+        async def batches(ahead: int) -> AsyncIterator[list[UUID]]:
             while not wrapper.draining.is_set():
-                room = min(10, free - len(wrapper.running))
+                room = min(10, wrapper.room(ahead))
                 if room <= 0:
-                    await asyncio.wait(wrapper.running, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.sleep(0.05)
                     continue
                 answer = await sqs.receive_message(
                     QueueUrl=queue_url, MaxNumberOfMessages=room, WaitTimeSeconds=settings.sqs_wait_s

@@ -55,15 +55,24 @@ class Wrapper:
         self.settings = settings
         self.runtime = Runtime(settings.worker_runtime)
         self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.client = client or DispatcherClient(settings.dispatcher_url, settings.service_token.get_secret_value())
+        self.client = client or DispatcherClient(
+            settings.dispatcher_url,
+            settings.service_token.get_secret_value(),
+            connections=settings.worker_concurrency + 2,
+        )
         self.children = ChildPool(settings.worker_concurrency, settings.udf_path)
         self.running: set[asyncio.Task[None]] = set()
         self.draining = asyncio.Event()
+        self._room = asyncio.Event()
+        self._ready: asyncio.Queue[UUID] = asyncio.Queue()  # ids taken, not started yet
         # called once task-fetch answered (the SQS source deletes the message then)
         self.on_fetched: Callable[[UUID], Awaitable[None]] | None = None
 
     async def run(self, task_ids: Callable[[int], AsyncIterator[list[UUID]]] | None = None) -> None:
-        """Take task ids until drained; `task_ids(free)` yields batches (default: the embedded poll)."""
+        """Take task ids until drained; `task_ids(room)` yields batches (default: the embedded poll).
+
+        Up to twice the concurrency is taken ahead, so runners never wait for a poll round trip.
+        """
         await self.children.start()
         log.info(
             "worker.started",
@@ -72,28 +81,43 @@ class Wrapper:
             concurrency=self.settings.worker_concurrency,
         )
         source = task_ids or self._poll
-        free = asyncio.Semaphore(self.settings.worker_concurrency)
+        runners = [asyncio.create_task(self._runner()) for _ in range(self.settings.worker_concurrency)]
         try:
-            async for batch in source(self.settings.worker_concurrency):
+            async for batch in source(2 * self.settings.worker_concurrency):
                 for task_id in batch:
-                    await free.acquire()
-                    task = asyncio.create_task(self._guarded(task_id, free.release))
-                    self.running.add(task)
-                    task.add_done_callback(self.running.discard)
+                    self._ready.put_nowait(task_id)
                 if self.draining.is_set():
                     break
         finally:
-            await self._drain()
+            await self._drain(runners)
 
-    async def _poll(self, free: int) -> AsyncIterator[list[UUID]]:
+    async def _runner(self) -> None:
+        while True:
+            task_id = await self._ready.get()
+            task = asyncio.current_task()
+            assert task is not None
+            self.running.add(task)
+            try:
+                await self._guarded(task_id)
+            finally:
+                self.running.discard(task)
+                self._room.set()
+
+    def room(self, ahead: int) -> int:
+        """How many more task ids to take now."""
+        return ahead - len(self.running) - self._ready.qsize()
+
+    async def _poll(self, ahead: int) -> AsyncIterator[list[UUID]]:
         while not self.draining.is_set():
-            room = free - len(self.running)
-            if room <= 0:
-                await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+            if self.room(ahead) <= self.settings.worker_concurrency // 2:
+                self._room.clear()
+                await self._room.wait()
                 continue
             poll = asyncio.create_task(
                 self.client.poll(
-                    TaskPollRequest(runtime=self.runtime, worker_id=self.worker_id, max_tasks=room, wait_s=POLL_WAIT_S)
+                    TaskPollRequest(
+                        runtime=self.runtime, worker_id=self.worker_id, max_tasks=self.room(ahead), wait_s=POLL_WAIT_S
+                    )
                 )
             )
             drained = asyncio.create_task(self.draining.wait())
@@ -113,23 +137,29 @@ class Wrapper:
         log.info("worker.draining", running=len(self.running))
         self.draining.set()
 
-    async def _drain(self) -> None:
-        if self.running:
-            _, pending = await asyncio.wait(self.running, timeout=self.settings.worker_drain_s)
+    async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
+        """Finish what runs (up to TRACE_WORKER_DRAIN_S); ids not started are left to the dispatcher, which
+        dispatches them again after TRACE_DISPATCH_TIMEOUT_S."""
+        running = set(self.running)
+        if running:
+            _, pending = await asyncio.wait(running, timeout=self.settings.worker_drain_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+        if not self._ready.empty():
+            log.info("worker.drain.left_unstarted", tasks=self._ready.qsize())
         await self.children.close()
         await self.client.close()
         log.info("worker.stopped", worker_id=self.worker_id)
 
-    async def _guarded(self, task_id: UUID, release: Callable[[], None]) -> None:
+    async def _guarded(self, task_id: UUID) -> None:
         try:
             await self.run_task(task_id)
         except Exception as error:  # one task's failure must not stop the worker
             log.exception("worker.task_crashed", task_id=str(task_id), error=str(error))
-        finally:
-            release()
 
     async def run_task(self, task_id: UUID) -> None:
         try:

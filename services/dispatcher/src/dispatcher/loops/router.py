@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from dispatcher.loops.context import LoopContext
 from dispatcher.repositories import tasks as repo
 from trace_core.logging import get_logger
@@ -10,21 +12,22 @@ log = get_logger(__name__)
 
 
 async def route_pending_events(ctx: LoopContext) -> int:
-    """Route until no unrouted events are left; returns the number of tasks made."""
-    made = 0
+    """Route until no unrouted events are left; returns the number of events routed."""
+    routed = 0
     while True:
         async with ctx.pool.connection() as conn, conn.transaction():
             events, tasks = await repo.route_events(conn, ctx.settings.router_batch)
-        made += tasks
+        routed += events
         ctx.metrics.routed_events.inc(events)
         if tasks:
             ctx.notifications.notify_local("trace_tasks")
         if events < ctx.settings.router_batch:
-            return made
+            return routed
 
 
 async def run_router(ctx: LoopContext) -> None:
     while True:
         seen = ctx.notifications.seq("trace_events")
-        await route_pending_events(ctx)
+        if await route_pending_events(ctx):
+            await asyncio.sleep(ctx.settings.loop_coalesce_s)  # as in the scheduler: fewer, larger passes
         await ctx.notifications.wait("trace_events", ctx.settings.loop_sweep_s, after=seen)

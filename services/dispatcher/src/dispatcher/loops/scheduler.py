@@ -3,6 +3,8 @@ rest in Postgres)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from dispatcher.loops.context import LoopContext
 from dispatcher.repositories import tasks as repo
 from trace_core.logging import get_logger
@@ -46,5 +48,8 @@ async def dispatch_ready(ctx: LoopContext) -> int:
 async def run_scheduler(ctx: LoopContext) -> None:
     while True:
         seen = ctx.notifications.seq("trace_tasks")
-        await dispatch_ready(ctx)
+        if await dispatch_ready(ctx):
+            # Under load every completion wakes the scheduler; a short pause lets a pass take many at once
+            # instead of paying a full pass per freed slot.
+            await asyncio.sleep(ctx.settings.loop_coalesce_s)
         await ctx.notifications.wait("trace_tasks", ctx.settings.loop_sweep_s, after=seen)
