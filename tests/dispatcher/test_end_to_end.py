@@ -107,3 +107,27 @@ jobs:
     assert any("/proc/" in place and "environ" in place for place in report["looked_in"])
     # the attempt token: only its hash is stored; the operator saw neither the token nor the hash
     assert bytes(attempt["attempt_token_hash"]).hex() not in json.dumps(report)
+
+
+def test_sigterm_drains_running_tasks_before_the_worker_exits(stack: Stack, tmp_path: Path) -> None:
+    stack.deploy(
+        f"""
+dag: draining
+jobs:
+  source:
+    activation: source
+    operator: python
+    config: {{function: "tests.support.udfs:count_to", count: 1}}
+  slow:
+    operator: python
+    inputs: [{{from: {{job: source}}}}]
+    config: {{function: "tests.support.udfs:record_interval", dir: "{tmp_path}", sleep_s: 2}}
+"""
+    )
+    worker = stack.start_worker()
+    wait_for(lambda: stack.task_statuses("slow") == ["Running"], 30, "the slow task to start")
+    worker.popen.send_signal(signal.SIGTERM)
+    assert worker.popen.wait(timeout=30) == 0
+    assert stack.task_statuses("slow") == ["Completed"]
+    assert (tmp_path / "0.json").exists()
+    assert "worker.draining" in worker.output() and "worker.stopped" in worker.output()
