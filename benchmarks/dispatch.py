@@ -307,6 +307,7 @@ async def bench_core(admin_dsn: str, tasks: int, parallel: int) -> float:
                 runner.cancel()
             await asyncio.gather(*runners, return_exceptions=True)
         finally:
+            await api.close()
             await pool.close()
     return tasks / elapsed
 

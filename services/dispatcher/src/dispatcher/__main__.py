@@ -16,6 +16,8 @@ def main() -> None:
         port=settings.dispatcher_port,
         log_config=None,  # structlog owns logging
         access_log=False,
+        # open long polls (task-poll waits up to 5 s) would hold a shutdown; workers retry a cut poll
+        timeout_graceful_shutdown=2,
     )
 
 
