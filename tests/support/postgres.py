@@ -91,4 +91,3 @@ def template_database(admin_dsn: str) -> Iterator[str]:
         drop_database(admin_dsn, name)
 
 
-DatabaseFactory = Callable[[], str]
