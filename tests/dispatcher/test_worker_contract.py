@@ -135,3 +135,30 @@ def test_bad_internal_calls_get_clear_4xx(stack: Stack) -> None:
         refused = user_token.post("/internal/heartbeat", json=call(payload))
         assert refused.status_code == 401 and "service credential" in refused.json()["detail"]
     assert "Traceback" not in (stack.processes[0].output())
+
+
+def test_batch_calls_answer_each_item_like_its_single_call(stack: Stack) -> None:
+    stack.deploy(SOURCE_ONLY)
+    unknown = str(uuid.uuid4())
+    with stack.internal() as internal:
+        task_id = take_dispatched(stack, internal)
+        fetched = internal.post("/internal/task-fetch-batch", json={"task_ids": [task_id, unknown], "worker_id": "t"})
+        assert fetched.status_code == 200, fetched.text
+        started, missing = fetched.json()["results"]
+        assert started["payload"]["attempt_number"] == 1 and started["error"] is None
+        assert missing == {
+            "task_id": unknown,
+            "payload": None,
+            "canceled": False,
+            "error": {"status_code": 404, "detail": f"no task {unknown}"},
+        }
+        payload = started["payload"]
+        stale = {**call(payload), "attempt_id": str(uuid.uuid4()), "status": "succeeded"}
+        completed = internal.post(
+            "/internal/task-complete-batch", json={"completions": [stale, call(payload, status="succeeded")]}
+        )
+        refused, accepted = completed.json()["results"]
+        assert refused["error"]["status_code"] == 409 and "the current attempt is #1" in refused["error"]["detail"]
+        assert accepted["response"]["task_status"] == "Completed"
+        empty = internal.post("/internal/task-complete-batch", json={"completions": []})
+        assert empty.status_code == 400

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,5 +89,3 @@ def template_database(admin_dsn: str) -> Iterator[str]:
         yield name
     finally:
         drop_database(admin_dsn, name)
-
-

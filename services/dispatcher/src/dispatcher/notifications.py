@@ -17,6 +17,7 @@ import contextlib
 
 import psycopg
 
+from trace_core.db.pool import connect_cancel_safe
 from trace_core.logging import get_logger
 
 log = get_logger(__name__)
@@ -56,7 +57,7 @@ class Notifications:
     async def _send(self) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._database_url, autocommit=True) as conn:
+                async with await connect_cancel_safe(self._database_url, autocommit=True) as conn:
                     while True:
                         await self._outgoing_ready.wait()
                         self._outgoing_ready.clear()
@@ -93,7 +94,7 @@ class Notifications:
     async def _listen(self) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._database_url, autocommit=True) as conn:
+                async with await connect_cancel_safe(self._database_url, autocommit=True) as conn:
                     for channel in CHANNELS:
                         await conn.execute(f"LISTEN {channel}")
                     async for notify in conn.notifies():

@@ -5,22 +5,24 @@ from __future__ import annotations
 from uuid import UUID
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from trace_core.contracts.internal import (
     EmitEventsRequest,
     EmitEventsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    TaskCompleteBatchRequest,
+    TaskCompleteBatchResponse,
     TaskCompleteRequest,
     TaskCompleteResponse,
-    TaskFetchResponse,
+    TaskCompleteResult,
+    TaskFetchBatchRequest,
+    TaskFetchBatchResponse,
+    TaskFetchResult,
     TaskPollRequest,
     TaskPollResponse,
 )
-from trace_core.contracts.tasks import TaskPayload
-
-_FETCH = TypeAdapter(TaskFetchResponse)
 
 
 class DispatcherError(RuntimeError):
@@ -54,13 +56,13 @@ class DispatcherClient:
         )
         return _checked(response)
 
-    async def fetch(self, task_id: UUID, worker_id: str) -> TaskPayload | None:
-        """Start an attempt; None when the task was canceled."""
-        response = await self._http.get(
-            "/internal/task-fetch", params={"task_id": str(task_id), "worker_id": worker_id}
-        )
-        answer = _FETCH.validate_json(_checked(response))
-        return answer if isinstance(answer, TaskPayload) else None
+    async def fetch_many(self, task_ids: list[UUID], worker_id: str) -> list[TaskFetchResult]:
+        call = TaskFetchBatchRequest(task_ids=task_ids, worker_id=worker_id)
+        return TaskFetchBatchResponse.model_validate_json(await self._post("/internal/task-fetch-batch", call)).results
+
+    async def complete_many(self, calls: list[TaskCompleteRequest]) -> list[TaskCompleteResult]:
+        body = await self._post("/internal/task-complete-batch", TaskCompleteBatchRequest(completions=calls))
+        return TaskCompleteBatchResponse.model_validate_json(body).results
 
     async def heartbeat(self, call: HeartbeatRequest) -> HeartbeatResponse:
         return HeartbeatResponse.model_validate_json(await self._post("/internal/heartbeat", call))

@@ -19,8 +19,7 @@ async def run_payload(payload: TaskPayload, settings: Settings) -> None:
     try:
         await wrapper.run_attempt(payload)
     finally:
-        await wrapper.children.close()
-        await wrapper.client.close()
+        await wrapper.close()
 
 
 def handler(event: dict[str, Any], context: object) -> dict[str, str]:

@@ -17,12 +17,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from uuid import UUID
 
+from trace_core.batching import Batcher
 from trace_core.contracts.events import EmittedEvent
 from trace_core.contracts.internal import (
+    CallError,
     CompletionStatus,
     EmitEventsRequest,
     HeartbeatRequest,
     TaskCompleteRequest,
+    TaskCompleteResponse,
     TaskPollRequest,
 )
 from trace_core.contracts.operator import Done, Emit, RunTask
@@ -64,14 +67,20 @@ class Wrapper:
         self.running: set[asyncio.Task[None]] = set()
         self.draining = asyncio.Event()
         self._room = asyncio.Event()
-        self._ready: asyncio.Queue[UUID] = asyncio.Queue()  # ids taken, not started yet
+        self._ready: asyncio.Queue[TaskPayload] = asyncio.Queue()  # attempts started, not yet running
+        self._fetching = 0
+        # completions of this worker's attempts go to the dispatcher in batch calls
+        self._completions: Batcher[TaskCompleteRequest, TaskCompleteResponse] = Batcher(
+            "worker.complete", self._send_completions, executors=2
+        )
         # called once task-fetch answered (the SQS source deletes the message then)
         self.on_fetched: Callable[[UUID], Awaitable[None]] | None = None
 
     async def run(self, task_ids: Callable[[int], AsyncIterator[list[UUID]]] | None = None) -> None:
         """Take task ids until drained; `task_ids(room)` yields batches (default: the embedded poll).
 
-        Up to twice the concurrency is taken ahead, so runners never wait for a poll round trip.
+        Up to twice the concurrency is taken ahead, so runners never wait for a poll round trip; each batch of
+        ids is started with one task-fetch-batch call.
         """
         await self.children.start()
         log.info(
@@ -84,28 +93,51 @@ class Wrapper:
         runners = [asyncio.create_task(self._runner()) for _ in range(self.settings.worker_concurrency)]
         try:
             async for batch in source(2 * self.settings.worker_concurrency):
-                for task_id in batch:
-                    self._ready.put_nowait(task_id)
+                if batch:
+                    await self._start(batch)
                 if self.draining.is_set():
                     break
         finally:
             await self._drain(runners)
 
+    async def _start(self, task_ids: list[UUID]) -> None:
+        """Start attempts for `task_ids` in one call and queue them for the runners."""
+        self._fetching += len(task_ids)
+        try:
+            results = await self.client.fetch_many(task_ids, self.worker_id)
+        except (DispatcherError, OSError) as error:
+            # the ids go back to the queue by the dispatcher's dispatch timeout
+            log.warning("worker.fetch_failed", tasks=len(task_ids), error=str(error))
+            return
+        finally:
+            self._fetching -= len(task_ids)
+        for result in results:
+            if self.on_fetched is not None:
+                await self.on_fetched(result.task_id)
+            if result.payload is not None:
+                self._ready.put_nowait(result.payload)
+            elif result.canceled:
+                log.info("worker.task.canceled_before_start", task_id=str(result.task_id))
+            elif result.error is not None:
+                log.info("worker.task.not_started", task_id=str(result.task_id), reason=result.error.detail)
+
     async def _runner(self) -> None:
         while True:
-            task_id = await self._ready.get()
+            payload = await self._ready.get()
             task = asyncio.current_task()
             assert task is not None
             self.running.add(task)
             try:
-                await self._guarded(task_id)
+                await self.run_attempt(payload)
+            except Exception as error:  # one task's failure must not stop the worker
+                log.exception("worker.task_crashed", task_id=str(payload.task_id), error=str(error))
             finally:
                 self.running.discard(task)
                 self._room.set()
 
     def room(self, ahead: int) -> int:
         """How many more task ids to take now."""
-        return ahead - len(self.running) - self._ready.qsize()
+        return ahead - len(self.running) - self._ready.qsize() - self._fetching
 
     async def _poll(self, ahead: int) -> AsyncIterator[list[UUID]]:
         while not self.draining.is_set():
@@ -137,6 +169,12 @@ class Wrapper:
         log.info("worker.draining", running=len(self.running))
         self.draining.set()
 
+    async def close(self) -> None:
+        """Release the completion batcher, the operator children and the HTTP client."""
+        await self._completions.close()
+        await self.children.close()
+        await self.client.close()
+
     async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
         """Finish what runs (up to TRACE_WORKER_DRAIN_S); ids not started are left to the dispatcher, which
         dispatches them again after TRACE_DISPATCH_TIMEOUT_S."""
@@ -151,29 +189,8 @@ class Wrapper:
         await asyncio.gather(*runners, return_exceptions=True)
         if not self._ready.empty():
             log.info("worker.drain.left_unstarted", tasks=self._ready.qsize())
-        await self.children.close()
-        await self.client.close()
+        await self.close()
         log.info("worker.stopped", worker_id=self.worker_id)
-
-    async def _guarded(self, task_id: UUID) -> None:
-        try:
-            await self.run_task(task_id)
-        except Exception as error:  # one task's failure must not stop the worker
-            log.exception("worker.task_crashed", task_id=str(task_id), error=str(error))
-
-    async def run_task(self, task_id: UUID) -> None:
-        try:
-            payload = await self.client.fetch(task_id, self.worker_id)
-        except DispatcherError as error:
-            log.info("worker.task.not_started", task_id=str(task_id), reason=error.detail)
-            return
-        finally:
-            if self.on_fetched is not None:
-                await self.on_fetched(task_id)
-        if payload is None:
-            log.info("worker.task.canceled_before_start", task_id=str(task_id))
-            return
-        await self.run_attempt(payload)
 
     async def run_attempt(self, payload: TaskPayload) -> None:
         try:
@@ -295,19 +312,29 @@ class Wrapper:
         error: str | None,
         retryable: bool,
     ) -> None:
+        call = TaskCompleteRequest(
+            task_id=payload.task_id,
+            attempt_id=payload.attempt_id,
+            attempt_token=payload.attempt_token,
+            status=status,
+            events=events,
+            error=error,
+            retryable=retryable,
+        )
         try:
-            answer = await self.client.complete(
-                TaskCompleteRequest(
-                    task_id=payload.task_id,
-                    attempt_id=payload.attempt_id,
-                    attempt_token=payload.attempt_token,
-                    status=status,
-                    events=events,
-                    error=error,
-                    retryable=retryable,
-                )
-            )
+            answer = await self._completions.submit(call)
         except DispatcherError as refused:
             log.info("worker.completion_refused", task_id=str(payload.task_id), reason=refused.detail)
             return
         log.debug("worker.task.completed", task_id=str(payload.task_id), status=answer.task_status.value)
+
+    async def _send_completions(self, calls: list[TaskCompleteRequest]) -> list[TaskCompleteResponse | Exception]:
+        results = await self.client.complete_many(calls)
+        answers: list[TaskCompleteResponse | Exception] = []
+        for result in results:
+            if result.response is not None:
+                answers.append(result.response)
+            else:
+                error = result.error or CallError(status_code=500, detail="the dispatcher gave no answer")
+                answers.append(DispatcherError(error.status_code, error.detail))
+        return answers

@@ -101,3 +101,47 @@ class ErrorResponse(Contract):
     status_code: int
     detail: str
     extra: dict[str, Any] | list[Any] | None = None
+
+
+MAX_BATCH = 256
+
+
+class CallError(Contract):
+    """Why one item of a batch call was refused: the status and detail the single call would have answered."""
+
+    status_code: int
+    detail: str
+
+
+class TaskFetchBatchRequest(Contract):
+    """Many task-fetches in one call (a worker that took many ids from the transport)."""
+
+    task_ids: list[UUID] = Field(min_length=1, max_length=MAX_BATCH)
+    worker_id: Annotated[str, Field(max_length=200)] | None = None
+
+
+class TaskFetchResult(Contract):
+    task_id: UUID
+    payload: TaskPayload | None = None
+    canceled: bool = False
+    error: CallError | None = None
+
+
+class TaskFetchBatchResponse(Contract):
+    results: list[TaskFetchResult]
+
+
+class TaskCompleteBatchRequest(Contract):
+    """Many task-completes in one call; each is accepted or refused on its own."""
+
+    completions: list[TaskCompleteRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class TaskCompleteResult(Contract):
+    task_id: UUID
+    response: TaskCompleteResponse | None = None
+    error: CallError | None = None
+
+
+class TaskCompleteBatchResponse(Contract):
+    results: list[TaskCompleteResult]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -13,6 +14,27 @@ from trace_core.settings import Settings
 
 Connection = AsyncConnection[dict[str, Any]]
 Pool = AsyncConnectionPool[Connection]
+
+
+async def connect_cancel_safe(database_url: str, **kwargs: Any) -> AsyncConnection[Any]:
+    """`AsyncConnection.connect` for long-lived background connections: cancelling the caller mid-connect
+    closes the connection once it is made instead of leaking it."""
+    connecting = asyncio.ensure_future(AsyncConnection.connect(database_url, **kwargs))
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        connecting.add_done_callback(_close_when_made)
+        raise
+
+
+_closing: set[asyncio.Future[None]] = set()  # the event loop keeps only weak references to tasks
+
+
+def _close_when_made(connecting: asyncio.Future[AsyncConnection[Any]]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        closing = asyncio.ensure_future(connecting.result().close())
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
 
 
 def resolve_database_url(settings: Settings) -> str:

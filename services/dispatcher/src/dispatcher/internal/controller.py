@@ -17,8 +17,12 @@ from trace_core.contracts.internal import (
     HeartbeatRequest,
     HeartbeatResponse,
     TaskCanceled,
+    TaskCompleteBatchRequest,
+    TaskCompleteBatchResponse,
     TaskCompleteRequest,
     TaskCompleteResponse,
+    TaskFetchBatchRequest,
+    TaskFetchBatchResponse,
     TaskPollRequest,
     TaskPollResponse,
 )
@@ -54,6 +58,18 @@ class InternalController(Controller):
     async def task_complete(self, state: State, data: JSONBody[TaskCompleteRequest]) -> TaskCompleteResponse:
         api: WorkerApi = state.worker_api
         return await api.complete(data)
+
+    @post("/task-fetch-batch", status_code=200, summary="task-fetch for many dispatched tasks in one call")
+    async def task_fetch_batch(self, state: State, data: JSONBody[TaskFetchBatchRequest]) -> TaskFetchBatchResponse:
+        api: WorkerApi = state.worker_api
+        return await api.fetch_many(data)
+
+    @post("/task-complete-batch", status_code=200, summary="task-complete for many attempts in one call")
+    async def task_complete_batch(
+        self, state: State, data: JSONBody[TaskCompleteBatchRequest]
+    ) -> TaskCompleteBatchResponse:
+        api: WorkerApi = state.worker_api
+        return await api.complete_many(data)
 
     @post("/task-poll", status_code=200, summary="Embedded transport: the next dispatched task ids of a runtime")
     async def task_poll(self, state: State, data: JSONBody[TaskPollRequest]) -> TaskPollResponse:

@@ -6,6 +6,7 @@ carry that attempt's token. A stale attempt gets 409 saying which attempt is cur
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -16,22 +17,29 @@ from uuid import UUID
 from litestar.exceptions import ClientException, HTTPException, NotFoundException, PermissionDeniedException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_409_CONFLICT
 
-from dispatcher.batching import Batcher
 from dispatcher.metrics import Metrics
 from dispatcher.notifications import Notifications
 from dispatcher.repositories import tasks as repo
 from trace_core.auth.tokens import hash_token
+from trace_core.batching import Batcher
 from trace_core.contracts.events import EmittedEvent, Event, EventScope
 from trace_core.contracts.internal import (
     AttemptCall,
+    CallError,
     CompletionStatus,
     EmitEventsRequest,
     EmitEventsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
     TaskCanceled,
+    TaskCompleteBatchRequest,
+    TaskCompleteBatchResponse,
     TaskCompleteRequest,
     TaskCompleteResponse,
+    TaskCompleteResult,
+    TaskFetchBatchRequest,
+    TaskFetchBatchResponse,
+    TaskFetchResult,
     TaskPollRequest,
     TaskPollResponse,
 )
@@ -80,6 +88,31 @@ class WorkerApi:
 
     async def complete(self, call: TaskCompleteRequest) -> TaskCompleteResponse:
         return await self._completions.submit(call)
+
+    async def fetch_many(self, call: TaskFetchBatchRequest) -> TaskFetchBatchResponse:
+        """Each id as its own task-fetch; submitted together, they share the batcher's transactions."""
+        answers = await asyncio.gather(
+            *(self.fetch(task_id, call.worker_id) for task_id in call.task_ids), return_exceptions=True
+        )
+        results = []
+        for task_id, answer in zip(call.task_ids, answers, strict=True):
+            if isinstance(answer, TaskPayload):
+                results.append(TaskFetchResult(task_id=task_id, payload=answer))
+            elif isinstance(answer, TaskCanceled):
+                results.append(TaskFetchResult(task_id=task_id, canceled=True))
+            else:
+                results.append(TaskFetchResult(task_id=task_id, error=_call_error(answer)))
+        return TaskFetchBatchResponse(results=results)
+
+    async def complete_many(self, call: TaskCompleteBatchRequest) -> TaskCompleteBatchResponse:
+        answers = await asyncio.gather(*(self.complete(c) for c in call.completions), return_exceptions=True)
+        results = []
+        for completion, answer in zip(call.completions, answers, strict=True):
+            if isinstance(answer, TaskCompleteResponse):
+                results.append(TaskCompleteResult(task_id=completion.task_id, response=answer))
+            else:
+                results.append(TaskCompleteResult(task_id=completion.task_id, error=_call_error(answer)))
+        return TaskCompleteBatchResponse(results=results)
 
     async def _fetch_batch(self, requests: list[_FetchRequest]) -> list[TaskPayload | TaskCanceled | Exception]:
         results: list[TaskPayload | TaskCanceled | Exception | None] = [None] * len(requests)
@@ -206,6 +239,13 @@ class WorkerApi:
             if task_ids or remaining <= 0:
                 return TaskPollResponse(task_ids=task_ids)
             await self.notifications.wait("trace_dispatched", remaining)
+
+
+def _call_error(error: BaseException) -> CallError:
+    """The answer a single call would have given; anything but a client error is re-raised (a 500)."""
+    if isinstance(error, HTTPException) and error.status_code < 500:
+        return CallError(status_code=error.status_code, detail=error.detail)
+    raise error
 
 
 def _fetch_verdict(task_id: UUID, task: Row | None) -> TaskCanceled | Exception | None:

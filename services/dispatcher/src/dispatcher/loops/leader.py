@@ -5,7 +5,6 @@ within a second or two."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import psycopg
 
@@ -13,6 +12,7 @@ from dispatcher.loops.context import LoopContext
 from dispatcher.loops.reaper import run_reaper
 from dispatcher.loops.router import run_router
 from dispatcher.loops.scheduler import run_scheduler
+from trace_core.db.pool import connect_cancel_safe
 from trace_core.logging import get_logger
 
 log = get_logger(__name__)
@@ -31,16 +31,19 @@ class Leader:
     def start(self) -> None:
         self._task = asyncio.create_task(self._campaign(), name="leader")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def stop(self, timeout_s: float = 5) -> None:
+        """Cancel the loops; a loop stuck in a cancelled database call does not hold the shutdown forever."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+        if not done:
+            log.warning("dispatcher.leader.stop_timeout", timeout_s=timeout_s)
 
     async def _campaign(self) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._database_url, autocommit=True) as conn:
+                async with await connect_cancel_safe(self._database_url, autocommit=True) as conn:
                     while True:
                         if await self._try_lock(conn):
                             await self._lead(conn)

@@ -1,8 +1,9 @@
-"""Group commit for the hot calls: concurrent task-fetch and task-complete requests share one transaction.
+"""Batching of concurrent calls: the dispatcher group-commits task-fetch and task-complete, and a worker
+sends its completions in batch calls.
 
-Requests queue up while a batch is in the database; each executor takes everything waiting (up to
-`max_batch`) as its next batch. With one request in flight a batch is that request, so latency does not
-suffer; under load, commits and round trips are shared by the whole batch.
+Requests queue up while a batch is being run; each executor takes everything waiting (up to `max_batch`)
+as its next batch. With one request in flight a batch is that request, so latency does not suffer; under
+load, commits, round trips and HTTP requests are shared by the whole batch.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Batcher(Generic[Request, Result]):
                 if len(batch) == 1:
                     results = [error]
                 else:
-                    log.warning("dispatcher.batch.retrying_singly", batch=self._name, size=len(batch), error=str(error))
+                    log.warning("batch.retrying_singly", batch=self._name, size=len(batch), error=str(error))
                     results = [await self._run_alone(request) for request in requests]
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
