@@ -39,7 +39,14 @@ from dispatcher.transports.embedded import EmbeddedTransport
 from trace_core.auth.repository import bootstrap_org, principal_by_token_hash
 from trace_core.auth.tokens import hash_token
 from trace_core.contracts.events import EmittedEvent, EventScope
-from trace_core.contracts.internal import CompletionStatus, EmitEventsRequest, TaskCompleteRequest
+from trace_core.contracts.internal import (
+    MAX_BATCH,
+    CompletionStatus,
+    EmitEventsRequest,
+    TaskCompleteBatchRequest,
+    TaskCompleteRequest,
+    TaskFetchBatchRequest,
+)
 from trace_core.contracts.tasks import TaskPayload
 from trace_core.dag import load_dag_yaml
 from trace_core.db.embedded import start_embedded_postgres
@@ -240,8 +247,25 @@ async def _reset_latency_window(dsn: str) -> None:
         await conn.execute("UPDATE tasks SET dispatched_at = NULL WHERE status = 'Completed'")
 
 
+async def _fetch_and_complete(api: WorkerApi, task_ids: list[Any]) -> int:
+    fetched = await api.fetch_many(TaskFetchBatchRequest(task_ids=task_ids, worker_id="bench"))
+    completions = [
+        TaskCompleteRequest(
+            task_id=result.payload.task_id,
+            attempt_id=result.payload.attempt_id,
+            attempt_token=result.payload.attempt_token,
+            status=CompletionStatus.SUCCEEDED,
+            events=[EmittedEvent(scope=result.payload.input_event.scope)] if result.payload.input_event else [],
+        )
+        for result in fetched.results
+        if result.payload is not None
+    ]
+    answered = await api.complete_many(TaskCompleteBatchRequest(completions=completions))
+    return sum(1 for result in answered.results if result.response is not None)
+
+
 async def bench_core(admin_dsn: str, tasks: int, parallel: int) -> float:
-    """Router + scheduler + fetch/complete in-process: Trace's queue without HTTP or workers."""
+    """Router + scheduler + batched fetch/complete in-process: Trace's queue without HTTP or workers."""
     async with _fresh_database(admin_dsn, "bench_trace_core") as dsn:
         token = await _prepare(dsn)
         settings = Settings(
@@ -274,38 +298,16 @@ async def bench_core(admin_dsn: str, tasks: int, parallel: int) -> float:
                         events=_events(min(EMIT_BATCH, tasks - offset), offset),
                     )
                 )
-            queue: asyncio.Queue[Any] = asyncio.Queue()
             done = 0
-
-            async def run_one() -> None:
-                nonlocal done
-                while done < tasks:
-                    task_id = await queue.get()
-                    payload = await api.fetch(task_id, "bench")
-                    assert isinstance(payload, TaskPayload)
-                    await api.complete(
-                        TaskCompleteRequest(
-                            task_id=payload.task_id,
-                            attempt_id=payload.attempt_id,
-                            attempt_token=payload.attempt_token,
-                            status=CompletionStatus.SUCCEEDED,
-                            events=[EmittedEvent(scope=payload.input_event.scope)] if payload.input_event else [],
-                        )
-                    )
-                    done += 1
-
-            runners = [asyncio.create_task(run_one()) for _ in range(parallel)]
             while done < tasks:
                 await route_pending_events(ctx)
                 await dispatch_ready(ctx)
                 async with pool.connection() as conn:
-                    for task_id in await tasks_repo.take_from_transport_queue(conn, "ecs_python", tasks):
-                        queue.put_nowait(task_id)
-                await asyncio.sleep(0.005)
+                    ready = await tasks_repo.take_from_transport_queue(conn, "ecs_python", tasks)
+                # the wrapper's way, minus HTTP: a batch of ids started by one fetch, finished by one complete
+                chunks = [ready[i : i + MAX_BATCH] for i in range(0, len(ready), MAX_BATCH)]
+                done += sum(await asyncio.gather(*(_fetch_and_complete(api, chunk) for chunk in chunks)))
             elapsed = time.perf_counter() - started
-            for runner in runners:
-                runner.cancel()
-            await asyncio.gather(*runners, return_exceptions=True)
         finally:
             await api.close()
             await pool.close()
