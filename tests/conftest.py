@@ -74,11 +74,10 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def dispatcher(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
-    """The dispatcher app, lifespan run, behind an HTTP test client. Its loops stay off: tests of the loops
-    run real dispatcher processes (`stack`)."""
+    """The dispatcher app, lifespan run (loops included), behind an HTTP test client."""
     from dispatcher.app import create_app
 
-    async with AsyncTestClient(app=create_app(settings.model_copy(update={"dispatcher_loops": False}))) as client:
+    async with AsyncTestClient(app=create_app(settings)) as client:
         yield client
 
 

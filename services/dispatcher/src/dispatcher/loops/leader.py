@@ -26,6 +26,7 @@ class Leader:
         self._ctx = ctx
         self._database_url = database_url
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.is_leader = False
 
     def start(self) -> None:
@@ -35,17 +36,23 @@ class Leader:
         """Cancel the loops; a loop stuck in a cancelled database call does not hold the shutdown forever."""
         if self._task is None:
             return
-        self._task.cancel()
-        done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+        self._stopping = True
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        done: set[asyncio.Task[None]] = set()
+        # A library may swallow one cancellation while it cleans up a query; cancel again until the task ends.
+        while not done and asyncio.get_running_loop().time() < deadline:
+            self._task.cancel()
+            done, _ = await asyncio.wait({self._task}, timeout=0.5)
         if not done:
-            log.warning("dispatcher.leader.stop_timeout", timeout_s=timeout_s)
+            stuck = [frame for task in asyncio.all_tasks() for frame in _where(task)]
+            log.warning("dispatcher.leader.stop_timeout", timeout_s=timeout_s, stuck_at=stuck)
 
     async def _campaign(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async with await connect_cancel_safe(self._database_url, autocommit=True) as conn:
-                    while True:
-                        if await self._try_lock(conn):
+                    while not self._stopping:
+                        if await self._try_lock(conn) and not self._stopping:
                             await self._lead(conn)
                         await asyncio.sleep(CHECK_INTERVAL_S)
             except (psycopg.Error, RuntimeError) as error:
@@ -69,7 +76,7 @@ class Leader:
             asyncio.create_task(run_reaper(self._ctx), name="reaper"),
         ]
         try:
-            while True:
+            while not self._stopping:
                 for loop in loops:
                     if loop.done():
                         error = loop.exception()
@@ -83,3 +90,12 @@ class Leader:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             log.info("dispatcher.leader.released")
+
+
+def _where(task: asyncio.Task[object]) -> list[str]:
+    """Where a task is suspended, as `name: file:line` of its innermost frame (for the stop-timeout log)."""
+    frames = task.get_stack()
+    if not frames:
+        return []
+    frame = frames[-1]
+    return [f"{task.get_name()}: {frame.f_code.co_filename}:{frame.f_lineno}"]
