@@ -264,12 +264,12 @@ async def _fetch_and_complete(api: WorkerApi, task_ids: list[Any]) -> int:
     return sum(1 for result in answered.results if result.response is not None)
 
 
-async def bench_core(admin_dsn: str, tasks: int, parallel: int) -> float:
+async def bench_core(admin_dsn: str, tasks: int, pool_size: int) -> float:
     """Router + scheduler + batched fetch/complete in-process: Trace's queue without HTTP or workers."""
     async with _fresh_database(admin_dsn, "bench_trace_core") as dsn:
         token = await _prepare(dsn)
         settings = Settings(
-            database_url=dsn, inflight_limit=tasks, scheduler_batch=2000, router_batch=5000, db_pool_max_size=parallel
+            database_url=dsn, inflight_limit=tasks, scheduler_batch=2000, router_batch=5000, db_pool_max_size=pool_size
         )
         pool = create_pool(settings, dsn, name="bench")
         await pool.open(wait=True)
@@ -339,7 +339,7 @@ async def main() -> None:
     args.dsn = args.dsn or await _default_server()
 
     lifecycle = await bench_lifecycle(args.dsn, args.tasks, args.workers, args.concurrency, args.logs)
-    core = await bench_core(args.dsn, args.tasks, parallel=16)
+    core = await bench_core(args.dsn, args.tasks, pool_size=16)
     pgqueuer_10 = await bench_pgqueuer(args.dsn, args.tasks, 10)
     pgqueuer_100 = await bench_pgqueuer(args.dsn, args.tasks, 100)
     procrastinate = {c: await bench_procrastinate(args.dsn, args.peer_jobs, c) for c in (1, 4, 32)}

@@ -134,7 +134,7 @@ class WorkerApi:
                 if isinstance(verdict, TaskCanceled) and task is not None and task["status"] == TaskStatus.DISPATCHED:
                     canceled.append(request.task_id)
             if canceled:
-                await repo.cancel_dispatched_tasks(conn, canceled)
+                await repo.cancel_tasks(conn, canceled)
             if starting:
                 starts = [
                     (task_id, number, hash_token(token), requests[index].worker_id)
@@ -204,7 +204,7 @@ class WorkerApi:
 
     async def heartbeat(self, call: HeartbeatRequest) -> HeartbeatResponse:
         async with self.pool.connection() as conn, conn.transaction():
-            gate = _check_gate(await repo.gate_attempt(conn, call.task_id), call)
+            gate = _check_gate(_first(await repo.gate_attempts(conn, [call.task_id])), call)
             if gate["task_status"] == TaskStatus.CANCELED or gate["cancel_requested_at"] is not None:
                 return HeartbeatResponse(canceled=True, lease_expires_at=gate["lease_expires_at"])
             if gate["attempt_status"] != AttemptStatus.RUNNING:
@@ -220,7 +220,7 @@ class WorkerApi:
 
     async def emit(self, call: EmitEventsRequest) -> EmitEventsResponse:
         async with self.pool.connection() as conn, conn.transaction():
-            gate = _check_gate(await repo.gate_attempt(conn, call.task_id), call)
+            gate = _check_gate(_first(await repo.gate_attempts(conn, [call.task_id])), call)
             if TaskStatus(gate["task_status"]).is_terminal:
                 raise _conflict(f"task {call.task_id} is {gate['task_status']}; it cannot emit events any more")
             _check_outputs(call.events, gate["output_count"], "events")
@@ -272,6 +272,10 @@ def _outcome(call: TaskCompleteRequest, gate: Row) -> tuple[AttemptStatus, TaskS
     if call.retryable and gate["attempt_count"] < gate["max_attempts"]:
         return AttemptStatus.FAILED, TaskStatus.QUEUED
     return AttemptStatus.FAILED, TaskStatus.FAILED
+
+
+def _first(rows: list[Row]) -> Row | None:
+    return rows[0] if rows else None
 
 
 def _check_gate(gate: Row | None, call: AttemptCall) -> Row:

@@ -90,7 +90,7 @@ class TaskController(Controller):
             if status is TaskStatus.RUNNING:
                 await repo.mark_cancel_requested(conn, task_id)
                 return {"task_id": task_id, "status": status.value, "cancel_requested": True}
-            await repo.cancel_now(conn, task_id)
+            await repo.cancel_tasks(conn, [task_id])
         notifications: Notifications = state.notifications
         notifications.publish("trace_tasks")
         return {"task_id": task_id, "status": TaskStatus.CANCELED.value, "cancel_requested": True}

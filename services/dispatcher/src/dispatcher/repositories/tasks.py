@@ -68,10 +68,6 @@ async def take_from_transport_queue(conn: Connection, runtime: str, limit: int) 
     return [row["task_id"] for row in rows]
 
 
-async def gate_attempt(conn: Connection, task_id: UUID) -> Row | None:
-    return await _one(conn, "gate_attempt", {"task_id": task_id})
-
-
 async def extend_lease(conn: Connection, attempt_id: UUID, lease_expires_at: datetime) -> datetime:
     row = await _one(conn, "extend_lease", {"attempt_id": attempt_id, "lease_expires_at": lease_expires_at})
     assert row is not None
@@ -95,10 +91,6 @@ async def release_orphan_leases(conn: Connection) -> int:
 
 async def request_cancel(conn: Connection, task_id: UUID) -> Row | None:
     return await _one(conn, "request_cancel", {"task_id": task_id})
-
-
-async def cancel_now(conn: Connection, task_id: UUID) -> None:
-    await conn.execute(Q["cancel_now"], {"task_id": task_id})
 
 
 async def mark_cancel_requested(conn: Connection, task_id: UUID) -> None:
@@ -129,8 +121,8 @@ async def lock_tasks(conn: Connection, task_ids: list[UUID]) -> list[Row]:
     return await _all(conn, "lock_tasks", {"task_ids": task_ids})
 
 
-async def cancel_dispatched_tasks(conn: Connection, task_ids: list[UUID]) -> None:
-    await conn.execute(Q["cancel_dispatched_tasks"], {"task_ids": task_ids})
+async def cancel_tasks(conn: Connection, task_ids: list[UUID]) -> None:
+    await conn.execute(Q["cancel_tasks"], {"task_ids": task_ids})
 
 
 async def start_attempts(

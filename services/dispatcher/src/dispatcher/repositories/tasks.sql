@@ -187,21 +187,6 @@ DELETE FROM transport_queue WHERE task_id IN (
 )
 RETURNING task_id;
 
--- name: gate_attempt --
--- The task and its newest attempt, locked: every call an attempt makes is checked against this.
-SELECT t.task_id, t.status AS task_status, t.cancel_requested_at, t.attempt_count, t.max_attempts, t.org_id,
-       t.job_id, t.dag_version_id, a.attempt_id, a.attempt_number,
-       a.attempt_token_hash, a.status AS attempt_status, a.started_at, a.lease_expires_at, j.activation,
-       vj.timeout_s, (SELECT count(*) FROM dataset_versions dv WHERE dv.job_id = t.job_id) AS output_count
-FROM tasks t
-JOIN jobs j ON j.job_id = t.job_id
-JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
-LEFT JOIN LATERAL (
-    SELECT * FROM task_attempts WHERE task_id = t.task_id ORDER BY attempt_number DESC LIMIT 1
-) a ON true
-WHERE t.task_id = %(task_id)s
-FOR UPDATE OF t;
-
 -- name: extend_lease --
 UPDATE task_attempts SET lease_expires_at = %(lease_expires_at)s
 WHERE attempt_id = %(attempt_id)s
@@ -256,13 +241,6 @@ RETURNING l.slot_id;
 
 -- name: request_cancel --
 SELECT t.task_id, t.status, t.org_id FROM tasks t WHERE t.task_id = %(task_id)s FOR UPDATE;
-
--- name: cancel_now --
-WITH released AS (DELETE FROM slot_leases WHERE task_id = %(task_id)s),
-dequeued AS (DELETE FROM transport_queue WHERE task_id = %(task_id)s)
-UPDATE tasks SET status = 'Canceled', cancel_requested_at = now(), finished_at = now(), updated_at = now()
-WHERE task_id = %(task_id)s
-RETURNING status;
 
 -- name: mark_cancel_requested --
 UPDATE tasks SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
@@ -333,9 +311,12 @@ WHERE task_id = ANY(%(task_ids)s)
 ORDER BY task_id
 FOR UPDATE;
 
--- name: cancel_dispatched_tasks --
-WITH released AS (DELETE FROM slot_leases WHERE task_id = ANY(%(task_ids)s))
-UPDATE tasks SET status = 'Canceled', finished_at = now(), updated_at = now()
+-- name: cancel_tasks --
+-- Queued or dispatched tasks canceled at once: slots released, transport entries dropped.
+WITH released AS (DELETE FROM slot_leases WHERE task_id = ANY(%(task_ids)s)),
+dequeued AS (DELETE FROM transport_queue WHERE task_id = ANY(%(task_ids)s))
+UPDATE tasks SET status = 'Canceled', cancel_requested_at = coalesce(cancel_requested_at, now()),
+                 finished_at = now(), updated_at = now()
 WHERE task_id = ANY(%(task_ids)s);
 
 -- name: supersede_running_attempts --
@@ -362,11 +343,15 @@ started AS (
 SELECT task_id, attempt_id, lease_expires_at FROM attempts;
 
 -- name: gate_attempts --
--- Batched completions: each task and its newest attempt, locked in a fixed order.
+-- Each task and its newest attempt, locked in a fixed order (so concurrent batches cannot deadlock): every
+-- call an attempt makes is checked against this.
 SELECT t.task_id, t.status AS task_status, t.cancel_requested_at, t.attempt_count, t.max_attempts, t.org_id,
-       a.attempt_id, a.attempt_number, a.attempt_token_hash, a.status AS attempt_status,
+       a.attempt_id, a.attempt_number, a.attempt_token_hash, a.status AS attempt_status, a.started_at,
+       a.lease_expires_at, j.activation, vj.timeout_s,
        (SELECT count(*) FROM dataset_versions dv WHERE dv.job_id = t.job_id) AS output_count
 FROM tasks t
+JOIN jobs j ON j.job_id = t.job_id
+JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
 LEFT JOIN LATERAL (
     SELECT * FROM task_attempts WHERE task_id = t.task_id ORDER BY attempt_number DESC LIMIT 1
 ) a ON true
