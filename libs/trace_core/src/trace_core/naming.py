@@ -28,3 +28,10 @@ def _b32(value: UUID) -> str:
 def dataset_table_name(dataset_uuid: UUID, dataset_version: UUID) -> str:
     """The table (in `DATA_SCHEMA`) of one version of a Postgres dataset: 56 characters, under the 63 limit."""
     return f"ds_{_b32(dataset_uuid)}_{_b32(dataset_version)}"
+
+
+# Columns Trace adds to every Postgres dataset table (the scope a row was written for, the task that wrote it).
+# Readers never see them: the Query Service's catalog leaves out every column with this prefix.
+SYSTEM_COLUMN_PREFIX = "_trace_"
+SCOPE_COLUMN = "_trace_scope"
+TASK_COLUMN = "_trace_task_id"

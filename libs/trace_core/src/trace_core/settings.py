@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     lambda_function_prefix: str = Field(
         "trace-", description="Lambda transport: a runtime's function is `{prefix}{runtime}`."
     )
+    object_store: str = Field(
+        "", description="Where Parquet lives: a local directory or `s3://bucket/prefix`. Empty: `{home}/objects`."
+    )
     aws_endpoint_url: str | None = Field(None, description="AWS endpoint override (moto's server in tests).")
     aws_region: str = Field("us-east-1", description="AWS region of SQS, Lambda and Secrets Manager.")
     lease_s: float = Field(30, gt=0, description="An attempt's lease; each heartbeat extends it by this much.")

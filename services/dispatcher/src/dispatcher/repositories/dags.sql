@@ -12,19 +12,11 @@ WHERE d.org_id = %(org_id)s
 ORDER BY d.dag_name;
 
 -- name: published_dataset_for_reader --
--- A published dataset of the org, if the caller may read it (SPEC §5): admins; deployers of the producing
--- DAG; holders of one of its read_roles.
+-- A published dataset of the org, if the caller may read it (SPEC §5).
 SELECT ds.dataset_uuid, ds.dag_id
 FROM datasets ds
 WHERE ds.org_id = %(org_id)s AND ds.dataset_name = %(dataset_name)s
-  AND (
-    %(is_admin)s
-    OR EXISTS (SELECT 1 FROM dag_versions v WHERE v.dag_id = ds.dag_id AND v.deployed_by = %(user_id)s)
-    OR EXISTS (
-        SELECT 1 FROM dataset_read_roles rr JOIN org_role_memberships m ON m.role_id = rr.role_id
-        WHERE rr.dataset_uuid = ds.dataset_uuid AND m.user_id = %(user_id)s
-    )
-  );
+  AND dataset_readable(ds.dataset_uuid, %(user_id)s, %(is_admin)s);
 
 -- name: dataset_names_taken --
 SELECT ds.dataset_name, d.dag_name
