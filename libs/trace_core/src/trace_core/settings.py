@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     )
     worker_drain_s: float = Field(30, ge=0, description="On SIGTERM, how long running tasks may take to finish.")
     sqs_wait_s: int = Field(10, ge=0, le=20, description="SQS long-poll wait of a worker.")
+    query_host: str = Field("127.0.0.1", description="Interface the Query Service binds to.")
+    query_port: int = Field(8711, description="Port the Query Service listens on.")
+    query_url: str = Field("http://127.0.0.1:8711", description="Where clients reach the Query Service.")
+    query_concurrency: int = Field(
+        8, ge=1, description="Queries one Query Service process runs at once; more wait for a free slot."
+    )
 
     @model_validator(mode="after")
     def _no_default_credential_outside_local(self) -> Self:

@@ -1,0 +1,34 @@
+"""SQL over published datasets (SPEC §5): statement checks, the pinned catalog and a locked-down DuckDB engine.
+
+The Query Service is an HTTP shell over this package; a batch operator can run the same engine.
+"""
+
+from trace_core.query.catalog import PinnedDataset, PinnedQuery, finish_query, pin_datasets, query_by_id
+from trace_core.query.engine import QueryEngine, QueryResult
+from trace_core.query.errors import (
+    DatasetNotFoundError,
+    DatasetUnavailableError,
+    QueryError,
+    QueryRefusedError,
+    QuerySqlError,
+    QueryTimeoutError,
+)
+from trace_core.query.statements import CheckedQuery, check_query
+
+__all__ = [
+    "CheckedQuery",
+    "DatasetNotFoundError",
+    "DatasetUnavailableError",
+    "PinnedDataset",
+    "PinnedQuery",
+    "QueryEngine",
+    "QueryError",
+    "QueryRefusedError",
+    "QueryResult",
+    "QuerySqlError",
+    "QueryTimeoutError",
+    "check_query",
+    "finish_query",
+    "pin_datasets",
+    "query_by_id",
+]
