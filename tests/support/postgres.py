@@ -23,6 +23,8 @@ from trace_core.db.migrate import migrate_url
 
 
 def _docker_engine_answers() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False  # asking docker-py anyway leaves an unclosed socket behind, which the tests treat as an error
     try:
         import docker
 

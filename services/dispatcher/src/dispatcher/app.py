@@ -14,12 +14,14 @@ from litestar.types import Scope
 
 from dispatcher.health import HealthController
 from dispatcher.internal.controller import InternalController
+from dispatcher.internal.rows import RowsApi
 from dispatcher.internal.service import WorkerApi
 from dispatcher.loops.context import LoopContext
 from dispatcher.loops.leader import Leader
 from dispatcher.metrics import Metrics
 from dispatcher.notifications import Notifications
 from dispatcher.public.dags import DagController
+from dispatcher.public.datasets import DatasetController
 from dispatcher.public.orgs import OrgController
 from dispatcher.public.tasks import TaskController
 from dispatcher.transports.base import Transport
@@ -73,7 +75,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if settings.dispatcher_loops:
             leader.start()
         app.state.update(
-            db_pool=pool, notifications=notifications, metrics=metrics, worker_api=worker_api, leader=leader
+            db_pool=pool,
+            notifications=notifications,
+            metrics=metrics,
+            worker_api=worker_api,
+            rows_api=RowsApi(pool),
+            leader=leader,
         )
         log.info("dispatcher.started", port=settings.dispatcher_port, loops=settings.dispatcher_loops)
         try:
@@ -88,7 +95,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             log.info("dispatcher.stopped")
 
     return Litestar(
-        route_handlers=[HealthController, OrgController, DagController, TaskController, InternalController],
+        route_handlers=[
+            HealthController,
+            OrgController,
+            DagController,
+            DatasetController,
+            TaskController,
+            InternalController,
+        ],
         lifespan=[lifespan],
         logging_config=None,  # structlog (trace_core.logging) owns logging
         after_exception=[_log_exception],

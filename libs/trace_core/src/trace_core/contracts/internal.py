@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import Field
 
 from trace_core.contracts._base import Contract
-from trace_core.contracts.events import EmittedEvent
+from trace_core.contracts.events import EmittedEvent, EventScope
 from trace_core.contracts.tasks import TaskPayload, TaskStatus
 from trace_core.dag.config import Runtime
 
@@ -86,13 +86,34 @@ class TaskPollResponse(Contract):
 
 
 class RowsRequest(AttemptCall):
+    """Rows for a `write_mode: direct` Postgres output, written for `scope` in one transaction."""
+
     output: int = Field(0, ge=0)
+    scope: EventScope
+    replace_scope: bool = Field(
+        False, description="delete the rows written earlier for this scope first (update_strategy replace)"
+    )
     rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ROWS_PER_CALL)
 
 
 class RowsResponse(Contract):
-    written: int = Field(ge=0)
-    duplicates: int = Field(ge=0)
+    written: int = Field(ge=0, description="rows inserted or updated")
+    duplicates: int = Field(ge=0, description="rows skipped: their unique_key is already in the table")
+    replaced: int = Field(0, ge=0, description="rows of the scope deleted first (replace_scope)")
+
+
+class InputRowsRequest(AttemptCall):
+    """The rows of the task's input event: its dataset version (a Postgres dataset), limited to its scope."""
+
+
+class Column(Contract):
+    name: str
+    type: str = Field(description="Postgres type of the column, as `format_type` prints it")
+
+
+class InputRowsResponse(Contract):
+    columns: list[Column]
+    rows: list[dict[str, Any]]
 
 
 class ErrorResponse(Contract):

@@ -30,11 +30,11 @@ def load_queries(package: str, filename: str) -> dict[str, sql.SQL]:
     return queries
 
 
-async def fetch_one(conn: AsyncConnection[Row], query: sql.SQL, params: dict[str, Any]) -> Row | None:
+async def fetch_one(conn: AsyncConnection[Row], query: sql.SQL | sql.Composed, params: dict[str, Any]) -> Row | None:
     cursor = await conn.execute(query, params)
     return await cursor.fetchone()
 
 
-async def fetch_all(conn: AsyncConnection[Row], query: sql.SQL, params: dict[str, Any]) -> list[Row]:
+async def fetch_all(conn: AsyncConnection[Row], query: sql.SQL | sql.Composed, params: dict[str, Any]) -> list[Row]:
     cursor = await conn.execute(query, params)
     return await cursor.fetchall()

@@ -9,6 +9,7 @@ from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
+from dispatcher.internal.rows import RowsApi
 from dispatcher.internal.service import WorkerApi
 from trace_core.auth.litestar import require_service_credential
 from trace_core.contracts.internal import (
@@ -16,6 +17,10 @@ from trace_core.contracts.internal import (
     EmitEventsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    InputRowsRequest,
+    InputRowsResponse,
+    RowsRequest,
+    RowsResponse,
     TaskCanceled,
     TaskCompleteBatchRequest,
     TaskCompleteBatchResponse,
@@ -75,3 +80,13 @@ class InternalController(Controller):
     async def task_poll(self, state: State, data: JSONBody[TaskPollRequest]) -> TaskPollResponse:
         api: WorkerApi = state.worker_api
         return await api.poll(data)
+
+    @post("/rows", status_code=200, summary="Rows of a write_mode: direct Postgres output, for one scope")
+    async def rows(self, state: State, data: JSONBody[RowsRequest]) -> RowsResponse:
+        api: RowsApi = state.rows_api
+        return await api.write(data)
+
+    @post("/input-rows", status_code=200, summary="The rows of the task's input event, from a Postgres dataset")
+    async def input_rows(self, state: State, data: JSONBody[InputRowsRequest]) -> InputRowsResponse:
+        api: RowsApi = state.rows_api
+        return await api.read_input(data)

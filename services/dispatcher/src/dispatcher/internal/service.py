@@ -162,7 +162,7 @@ class WorkerApi:
                 try:
                     if call.task_id in finishing:
                         raise _conflict(f"task {call.task_id} is being completed by a concurrent call")
-                    gate = _check_gate(gates.get(call.task_id), call)
+                    gate = check_attempt_gate(gates.get(call.task_id), call)
                     status = TaskStatus(gate["task_status"])
                     if status in {TaskStatus.CANCELED, TaskStatus.COMPLETED}:
                         raise _conflict(
@@ -204,7 +204,7 @@ class WorkerApi:
 
     async def heartbeat(self, call: HeartbeatRequest) -> HeartbeatResponse:
         async with self.pool.connection() as conn, conn.transaction():
-            gate = _check_gate(_first(await repo.gate_attempts(conn, [call.task_id])), call)
+            gate = check_attempt_gate(_first(await repo.gate_attempts(conn, [call.task_id])), call)
             if gate["task_status"] == TaskStatus.CANCELED or gate["cancel_requested_at"] is not None:
                 return HeartbeatResponse(canceled=True, lease_expires_at=gate["lease_expires_at"])
             if gate["attempt_status"] != AttemptStatus.RUNNING:
@@ -220,7 +220,7 @@ class WorkerApi:
 
     async def emit(self, call: EmitEventsRequest) -> EmitEventsResponse:
         async with self.pool.connection() as conn, conn.transaction():
-            gate = _check_gate(_first(await repo.gate_attempts(conn, [call.task_id])), call)
+            gate = check_attempt_gate(_first(await repo.gate_attempts(conn, [call.task_id])), call)
             if TaskStatus(gate["task_status"]).is_terminal:
                 raise _conflict(f"task {call.task_id} is {gate['task_status']}; it cannot emit events any more")
             _check_outputs(call.events, gate["output_count"], "events")
@@ -278,7 +278,7 @@ def _first(rows: list[Row]) -> Row | None:
     return rows[0] if rows else None
 
 
-def _check_gate(gate: Row | None, call: AttemptCall) -> Row:
+def check_attempt_gate(gate: Row | None, call: AttemptCall) -> Row:
     """The call must name the task's newest attempt and carry that attempt's token."""
     if gate is None:
         raise NotFoundException(f"no task {call.task_id}")

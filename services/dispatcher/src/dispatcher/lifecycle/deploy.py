@@ -20,7 +20,7 @@ from litestar.status_codes import HTTP_409_CONFLICT, HTTP_422_UNPROCESSABLE_ENTI
 from dispatcher.repositories import dags as dags_repo
 from dispatcher.repositories import tasks as tasks_repo
 from trace_core.auth.principal import Principal
-from trace_core.dag.config import Activation, DagConfig
+from trace_core.dag.config import Activation, DagConfig, WriteMode
 from trace_core.dag.diff import materialization_fingerprint
 from trace_core.db.pool import Connection
 from trace_core.logging import get_logger
@@ -81,6 +81,7 @@ async def _deploy_first_version(
             f"DAG {config.dag!r} is already deployed (version {existing['active_version']}); redeploying an "
             "existing DAG (diff, rebuild, cutover) is not available yet"
         )
+    _refuse_unsupported_outputs(config)
     cross_dag = await _resolve_cross_dag_inputs(conn, principal, config)
     taken = await dags_repo.dataset_names_taken(conn, org_id, [p.dataset for p in config.publish], None)
     if taken:
@@ -220,6 +221,17 @@ async def _deploy_first_version(
                 result.source_runs[name] = task_id
     log.info("dispatcher.dag.deployed", dag=config.dag, version=1, jobs=len(result.jobs), user=principal.user_name)
     return result
+
+
+def _refuse_unsupported_outputs(config: DagConfig) -> None:
+    for name, job in config.jobs.items():
+        for index, output in enumerate(job.outputs):
+            if output.effective_write_mode is WriteMode.BUFFERED:
+                path = f"jobs.{name}.outputs.{index}.write_mode"
+                raise _unprocessable(
+                    f"{path}: 'buffered' is not supported yet (it needs the buffered sink); use write_mode: direct",
+                    path,
+                )
 
 
 async def _resolve_cross_dag_inputs(
