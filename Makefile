@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: run test lint typecheck pytest sync clean bench-dispatch
+.PHONY: run test lint typecheck pytest sync clean bench-dispatch bench-query
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --ignore-installed --prefix $(CURDIR)/.tools uv
@@ -34,6 +34,9 @@ pytest: $(STAMP)
 
 bench-dispatch: $(STAMP) ## Trace vs PgQueuer vs procrastinate on the same Postgres (TRACE_DATABASE_URL or 127.0.0.1:5432)
 	$(UV) run --frozen --no-sync python -m benchmarks.dispatch
+
+bench-query: $(STAMP) ## raw DuckDB vs the Query Service engine vs the Query Service over HTTP, 10 M Parquet rows
+	$(UV) run --frozen --no-sync python -m benchmarks.query
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache .hypothesis

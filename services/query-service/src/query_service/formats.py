@@ -1,6 +1,6 @@
 """A query result as JSON, an Arrow IPC stream or CSV.
 
-JSON values are JSON-safe: integers within ±(2^53 - 1) are numbers and larger ones strings (so JavaScript
+JSON values are JSON-safe: integers (HUGEINT too) within ±(2^53 - 1) are numbers and larger ones strings (so JavaScript
 clients lose no digits), decimals are strings, non-finite floats are the strings `NaN`, `inf`, `-inf`, bytes
 are `0x…` hex, dates and times ISO 8601, intervals seconds. Each column's DuckDB type says what its values are.
 """
@@ -28,6 +28,8 @@ MAX_SAFE_INTEGER = 2**53 - 1
 def json_value(value: Any) -> Any:
     if value is None or isinstance(value, bool | str):
         return value
+    if isinstance(value, Decimal) and value.is_finite() and value.as_tuple().exponent == 0:
+        value = int(value)  # HUGEINT (e.g. the sum of BIGINTs) reaches Arrow as a decimal with scale 0
     if isinstance(value, int):
         return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
     if isinstance(value, float):

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from trace_core.auth.principal import Principal
 from trace_core.db.pool import Connection
-from trace_core.db.queries import fetch_one, load_queries
+from trace_core.db.queries import fetch_all, fetch_one, load_queries
 from trace_core.naming import SYSTEM_COLUMN_PREFIX
 from trace_core.query.errors import DatasetNotFoundError
 
@@ -47,19 +47,18 @@ async def pin_datasets(
     """Resolve `names` for `principal` in one snapshot and record the query and its pins.
 
     Raises `DatasetNotFoundError` (recording nothing) when a name is missing or the caller may not read it."""
-    cursor = await conn.execute(
-        Q["pin_datasets"],
-        {
-            "org_id": principal.org_id,
-            "user_id": principal.user_id,
-            "is_admin": principal.is_admin,
-            "names": sorted(names),
-            "sql": sql,
-            "mode": mode,
-            "system_prefix": SYSTEM_COLUMN_PREFIX,
-        },
-    )
-    rows = await cursor.fetchall()
+    params = {
+        "org_id": principal.org_id,
+        "user_id": principal.user_id,
+        "is_admin": principal.is_admin,
+        "names": sorted(names),
+        "sql": sql,
+        "mode": mode,
+        "system_prefix": SYSTEM_COLUMN_PREFIX,
+    }
+    async with conn.transaction():
+        await conn.execute(Q["skip_commit_flush"])
+        rows = await fetch_all(conn, Q["pin_datasets"], params)
     resolved = {row["dataset_name"] for row in rows if row["dataset_name"] is not None}
     missing = sorted(names - resolved)
     if missing:
@@ -90,9 +89,11 @@ async def finish_query(
     error: str | None = None,
 ) -> None:
     """Mark a query finished; its pins stop holding their versions."""
-    await conn.execute(
-        Q["finish_query"], {"query_id": query_id, "status": status, "row_count": row_count, "error": error}
-    )
+    async with conn.transaction():
+        await conn.execute(Q["skip_commit_flush"])
+        await conn.execute(
+            Q["finish_query"], {"query_id": query_id, "status": status, "row_count": row_count, "error": error}
+        )
 
 
 async def query_by_id(conn: Connection, principal: Principal, query_id: UUID) -> dict[str, Any] | None:

@@ -1,3 +1,7 @@
+-- name: skip_commit_flush --
+-- Query bookkeeping does not wait for its WAL flush: a crash that loses these rows ends their queries too.
+SET LOCAL synchronous_commit = off;
+
 -- name: pin_datasets --
 -- One snapshot: every referenced name the caller may read, with the version its DAG's active pointer set
 -- names, and (Postgres datasets) the table's columns minus Trace's system columns. The query and its pins
