@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +87,16 @@ def raw_duckdb(objects: Path, org: Org, dsn: str) -> duckdb.DuckDBPyConnection:
     return conn
 
 
-async def timed(run: Callable[[], Awaitable[Any]], repeat: int) -> list[float]:
-    await run()  # warm-up
-    samples = []
+async def compare(ways: Mapping[str, Callable[[], Awaitable[Any]]], repeat: int) -> dict[str, list[float]]:
+    """Milliseconds per run of each way; the ways take turns, so a noisy neighbour slows all of them alike."""
+    for run_once in ways.values():
+        await run_once()  # warm-up
+    samples: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(repeat):
-        started = time.perf_counter()
-        await run()
-        samples.append((time.perf_counter() - started) * 1000)
+        for name, run_once in ways.items():
+            started = time.perf_counter()
+            await run_once()
+            samples[name].append((time.perf_counter() - started) * 1000)
     return samples
 
 
@@ -164,12 +167,8 @@ async def run(admin_dsn: str, rows: int, repeat: dict[str, int]) -> dict[str, An
                             response.raise_for_status()
                             return response
 
-                        n = repeat[name]
-                        results[name] = {
-                            "raw": await timed(raw_query, n),
-                            "engine": await timed(engine_query, n),
-                            "http": await timed(http_query, n),
-                        }
+                        ways = {"raw": raw_query, "engine": engine_query, "http": http_query}
+                        results[name] = await compare(ways, repeat[name])
             finally:
                 process.terminate()
                 process.wait(timeout=30)

@@ -153,15 +153,26 @@ async def test_missing_and_forbidden_datasets_look_the_same(query_client: Client
 
 async def test_a_dataset_with_no_files_yet(query_client: Client, org: Org) -> None:
     await org.publish("later", "s3")
-    await org.publish(
-        "typed_later", "s3", {"columns": [{"name": "n", "type": "BIGINT"}, {"name": "s", "type": "VARCHAR"}]}
-    )
     await org.publish("pg_later", "postgres")
+    # the registry's schema of a Postgres dataset is in Postgres's type names
+    schema = {
+        "columns": [
+            {"name": "n", "type": "bigint"},
+            {"name": "x", "type": "double precision"},
+            {"name": "j", "type": "jsonb"},
+            {"name": "_trace_scope", "type": "text"},
+        ]
+    }
+    await org.publish("typed_later", "postgres", schema)
     for name in ("later", "pg_later"):
         response = await query(query_client, org.admin, f"select * from {name}")
         assert response.status_code == 400 and response.json()["detail"] == f"dataset {name!r} has no data yet"
     empty = (await query(query_client, org.admin, "select * from typed_later")).json()
-    assert empty["columns"] == [{"name": "n", "type": "BIGINT"}, {"name": "s", "type": "VARCHAR"}]
+    assert empty["columns"] == [
+        {"name": "n", "type": "BIGINT"},
+        {"name": "x", "type": "DOUBLE"},
+        {"name": "j", "type": "JSON"},
+    ]
     assert empty["rows"] == []
 
 

@@ -39,6 +39,8 @@ POSTGRES_CATALOG = "trace_pg"
 _TABLE_LOCATION = re.compile(rf"^{DATA_SCHEMA}\.(ds_[a-z0-9_]+)$")
 # A column type of a registry schema, e.g. `BIGINT`, `DECIMAL(38, 0)`, `VARCHAR[]`: nothing else reaches SQL.
 _COLUMN_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])*$")
+# Postgres type names of registry schemas that DuckDB spells differently.
+_DUCKDB_TYPES = {"jsonb": "JSON"}
 _BATCH_ROWS = 65_536
 _INTERRUPT_RETRY_S = 0.05
 
@@ -261,6 +263,7 @@ def _empty_relation(dataset: PinnedDataset) -> str:
     parts = []
     for column in columns:
         column_type = str(column.get("type", ""))
+        column_type = _DUCKDB_TYPES.get(column_type.lower(), column_type)
         if not _COLUMN_TYPE.match(column_type):
             raise DatasetUnavailableError(
                 f"dataset {dataset.dataset_name!r} has no data yet and its schema type {column_type!r} is not known"
