@@ -148,7 +148,14 @@ class Stack:
                     return False
             return True
 
-        wait_for(done, timeout_s, f"jobs {jobs} to finish")
+        try:
+            wait_for(done, timeout_s, f"jobs {jobs} to finish")
+        except AssertionError as timed_out:
+            seen = self.sql(
+                """SELECT j.job_name, t.status, t.last_error, count(*) AS tasks FROM tasks t JOIN jobs j USING (job_id)
+                   GROUP BY 1, 2, 3 ORDER BY 1, 2"""
+            )
+            raise AssertionError(f"{timed_out}; tasks seen: {seen}") from None
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -7,8 +7,11 @@ block ranges keeping `{start}_{end}` in the file name.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from uuid import UUID
+
+from trace_core.contracts.events import EventScope
 
 _SAFE_PART = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 
@@ -35,3 +38,14 @@ def part_file_key(org_id: UUID, dataset_uuid: UUID, dataset_version: UUID, part:
 def join_root(root: str, key: str) -> str:
     """`root` (`s3://bucket/prefix` or a local directory) joined with an object key."""
     return f"{root.rstrip('/')}/{key.lstrip('/')}"
+
+
+def scope_file_key(org_id: UUID, dataset_uuid: UUID, dataset_version: UUID, scope: EventScope) -> str:
+    """The one Parquet file a scope's rows live in: `{start}_{end}` for a range, the partition key when it is a
+    safe file name, else a digest of the scope."""
+    if scope.range is not None:
+        return range_file_key(org_id, dataset_uuid, dataset_version, scope.range.start, scope.range.end)
+    part = scope.partition_key
+    if part is None or not _SAFE_PART.match(part) or part in {".", ".."}:
+        part = "scope-" + hashlib.sha256(scope.key.encode()).hexdigest()[:32]
+    return part_file_key(org_id, dataset_uuid, dataset_version, part)

@@ -9,13 +9,17 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import IO
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
-from trace_core.contracts.events import EmittedEvent
-from trace_core.contracts.operator import Done, Emit, Ready, RunTask
+from trace_core.contracts.events import EmittedEvent, EventScope
+from trace_core.contracts.operator import Done, Emit, InputReady, NeedInput, Ready, RunTask, WriteOutput
 from worker.operators import OperatorContext, OperatorError, registry
 
 MAX_ERROR_CHARS = 8_000
@@ -33,7 +37,23 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
     operator = registry().get(message.task.job.operator)
     if operator is None:
         return Done(status="failed", error=f"unknown operator {message.task.job.operator!r}", retryable=False)
-    ctx = OperatorContext(message.task, lambda event: _send(out, Emit(event=event)))
+
+    def write(table: pa.Table, output: int, scope: EventScope) -> None:
+        path = Path.cwd() / f"output-{uuid.uuid4().hex}.parquet"
+        pq.write_table(table, path)
+        _send(out, WriteOutput(output=output, scope=scope, path=str(path), rows=table.num_rows))
+
+    def read_input() -> pa.Table:
+        _send(out, NeedInput())
+        answer = InputReady.model_validate_json(sys.stdin.readline())
+        if answer.path is None:
+            raise OperatorError(f"read_input: {answer.error}")
+        try:
+            return pq.read_table(answer.path)
+        finally:
+            Path(answer.path).unlink(missing_ok=True)
+
+    ctx = OperatorContext(message.task, lambda event: _send(out, Emit(event=event)), write, read_input)
     try:
         result: Iterable[object] | None = operator(ctx)
         for item in result or ():

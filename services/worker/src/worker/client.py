@@ -12,6 +12,8 @@ from trace_core.contracts.internal import (
     EmitEventsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    RowsRequest,
+    RowsResponse,
     TaskCompleteBatchRequest,
     TaskCompleteBatchResponse,
     TaskCompleteRequest,
@@ -20,6 +22,8 @@ from trace_core.contracts.internal import (
     TaskFetchBatchRequest,
     TaskFetchBatchResponse,
     TaskFetchResult,
+    TaskInputRequest,
+    TaskInputResponse,
     TaskPollRequest,
     TaskPollResponse,
 )
@@ -72,6 +76,12 @@ class DispatcherClient:
 
     async def complete(self, call: TaskCompleteRequest) -> TaskCompleteResponse:
         return TaskCompleteResponse.model_validate_json(await self._post("/internal/task-complete", call))
+
+    async def write_rows(self, call: RowsRequest) -> RowsResponse:
+        return RowsResponse.model_validate_json(await self._post("/internal/rows", call))
+
+    async def task_input(self, call: TaskInputRequest) -> TaskInputResponse:
+        return TaskInputResponse.model_validate_json(await self._post("/internal/task-input", call))
 
     async def poll(self, call: TaskPollRequest) -> TaskPollResponse:
         body = await self._post("/internal/task-poll", call, timeout_s=call.wait_s + 10)

@@ -28,13 +28,15 @@ from trace_core.contracts.internal import (
     TaskCompleteResponse,
     TaskPollRequest,
 )
-from trace_core.contracts.operator import Done, Emit, RunTask
+from trace_core.contracts.operator import Done, Emit, InputReady, NeedInput, RunTask, WriteOutput
 from trace_core.contracts.tasks import TaskPayload
 from trace_core.dag.config import Runtime
 from trace_core.logging import get_logger
+from trace_core.objectstore import open_object_store
 from trace_core.settings import Settings
 from worker.children import Child, ChildDiedError, ChildPool
 from worker.client import DispatcherClient, DispatcherError
+from worker.data import DataPlane
 from worker.operators import OperatorError
 from worker.secrets import resolve_secret_env
 
@@ -64,6 +66,7 @@ class Wrapper:
             connections=settings.worker_concurrency + 2,
         )
         self.children = ChildPool(settings.worker_concurrency, settings.udf_path)
+        self.data = DataPlane(open_object_store(settings), self.client)
         self.running: set[asyncio.Task[None]] = set()
         self.draining = asyncio.Event()
         self._room = asyncio.Event()
@@ -173,6 +176,7 @@ class Wrapper:
         """Release the completion batcher, the operator children and the HTTP client."""
         await self._completions.close()
         await self.children.close()
+        await self.data.store.close()
         await self.client.close()
 
     async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
@@ -236,6 +240,7 @@ class Wrapper:
         deadline = None if payload.job.activation == "source" else time.monotonic() + payload.job.timeout_s
         buffer: list[EmittedEvent] = []
         flush_at = 0.0
+        replaced: set[tuple[int, str]] = set()
         receive = asyncio.create_task(child.receive())
         while True:
             now = time.monotonic()
@@ -260,14 +265,38 @@ class Wrapper:
             if isinstance(message, Done):
                 status = CompletionStatus.SUCCEEDED if message.status == "succeeded" else CompletionStatus.FAILED
                 return status, buffer, message.error, message.retryable
+            event = message.event if isinstance(message, Emit) else None
+            if isinstance(message, WriteOutput | NeedInput):
+                try:
+                    event = await self._serve_data(payload, child, message, replaced)
+                except (OperatorError, DispatcherError, OSError, ValueError) as error:
+                    if isinstance(error, DispatcherError) and error.status_code in {404, 409}:
+                        raise _AttemptOverError(error.detail, canceled=False) from None
+                    await child.kill()
+                    retryable = not isinstance(error, DispatcherError) or error.status_code >= 500
+                    return CompletionStatus.FAILED, buffer, f"storing the operator's data failed: {error}", retryable
             receive = asyncio.create_task(child.receive())
-            if isinstance(message, Emit):
+            if event is not None:
                 if not buffer:
                     flush_at = time.monotonic() + EVENT_FLUSH_S
-                buffer.append(message.event)
+                buffer.append(event)
                 if len(buffer) >= EVENT_FLUSH_COUNT:
                     await self._flush(payload, buffer)
                     buffer = []
+
+    async def _serve_data(
+        self, payload: TaskPayload, child: Child, message: WriteOutput | NeedInput, replaced: set[tuple[int, str]]
+    ) -> EmittedEvent | None:
+        """Store what the child wrote (its data event comes back), or hand it its input."""
+        if isinstance(message, WriteOutput):
+            return await self.data.store_output(payload, message, replaced)
+        try:
+            path = await self.data.fetch_input(payload, child.workdir)
+        except (OperatorError, DispatcherError) as error:
+            await child.send(InputReady(error=str(error)))
+        else:
+            await child.send(InputReady(path=str(path)))
+        return None
 
     async def _flush(self, payload: TaskPayload, events: list[EmittedEvent]) -> None:
         try:

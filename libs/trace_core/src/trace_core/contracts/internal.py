@@ -102,8 +102,8 @@ class RowsResponse(Contract):
     replaced: int = Field(0, ge=0, description="rows of the scope deleted first (replace_scope)")
 
 
-class InputRowsRequest(AttemptCall):
-    """The rows of the task's input event: its dataset version (a Postgres dataset), limited to its scope."""
+class TaskInputRequest(AttemptCall):
+    """Where the data of the task's input event is: its dataset version, limited to the event's scope."""
 
 
 class Column(Contract):
@@ -111,9 +111,13 @@ class Column(Contract):
     type: str = Field(description="Postgres type of the column, as `format_type` prints it")
 
 
-class InputRowsResponse(Contract):
-    columns: list[Column]
-    rows: list[dict[str, Any]]
+class TaskInputResponse(Contract):
+    """A Parquet input: the object key of the scope's file. A Postgres input: the scope's rows."""
+
+    storage: Literal["postgres", "s3"]
+    parquet_key: str | None = None
+    columns: list[Column] = Field(default_factory=list)
+    rows: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ErrorResponse(Contract):

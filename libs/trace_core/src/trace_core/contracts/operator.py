@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from trace_core.contracts._base import Contract
-from trace_core.contracts.events import EmittedEvent
+from trace_core.contracts.events import EmittedEvent, EventScope
 from trace_core.contracts.tasks import OperatorTask
 
 
@@ -26,6 +26,31 @@ class Emit(Contract):
     event: EmittedEvent
 
 
+class WriteOutput(Contract):
+    """The child wrote `rows` rows for output `output`, scope `scope`, into the Parquet file `path` (in its
+    working directory); the wrapper stores them in the output's dataset version and emits the data event."""
+
+    kind: Literal["write"] = "write"
+    output: int = Field(ge=0)
+    scope: EventScope
+    path: str
+    rows: int = Field(ge=0)
+
+
+class NeedInput(Contract):
+    """The child asks for the data of its input event's scope; the wrapper answers with `InputReady`."""
+
+    kind: Literal["need_input"] = "need_input"
+
+
+class InputReady(Contract):
+    """Wrapper → child: the input scope as a Parquet file in the child's working directory, or why not."""
+
+    kind: Literal["input"] = "input"
+    path: str | None = None
+    error: str | None = None
+
+
 class Done(Contract):
     kind: Literal["done"] = "done"
     status: Literal["succeeded", "failed"]
@@ -38,4 +63,4 @@ class Ready(Contract):
     pid: int
 
 
-ChildMessage = Annotated[Emit | Done | Ready, Field(discriminator="kind")]
+ChildMessage = Annotated[Emit | WriteOutput | NeedInput | Done | Ready, Field(discriminator="kind")]

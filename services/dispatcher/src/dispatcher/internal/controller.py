@@ -17,8 +17,6 @@ from trace_core.contracts.internal import (
     EmitEventsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
-    InputRowsRequest,
-    InputRowsResponse,
     RowsRequest,
     RowsResponse,
     TaskCanceled,
@@ -28,6 +26,8 @@ from trace_core.contracts.internal import (
     TaskCompleteResponse,
     TaskFetchBatchRequest,
     TaskFetchBatchResponse,
+    TaskInputRequest,
+    TaskInputResponse,
     TaskPollRequest,
     TaskPollResponse,
 )
@@ -86,7 +86,7 @@ class InternalController(Controller):
         api: RowsApi = state.rows_api
         return await api.write(data)
 
-    @post("/input-rows", status_code=200, summary="The rows of the task's input event, from a Postgres dataset")
-    async def input_rows(self, state: State, data: JSONBody[InputRowsRequest]) -> InputRowsResponse:
+    @post("/task-input", status_code=200, summary="Where the task's input scope lives: a Parquet key, or its rows")
+    async def task_input(self, state: State, data: JSONBody[TaskInputRequest]) -> TaskInputResponse:
         api: RowsApi = state.rows_api
-        return await api.read_input(data)
+        return await api.task_input(data)

@@ -1,4 +1,5 @@
-"""`/internal/rows`: rows of `write_mode: direct` Postgres outputs, and the rows of a task's Postgres input.
+"""`/internal/rows` writes rows of `write_mode: direct` Postgres outputs; `/internal/task-input` says where a
+task's input scope lives (a Parquet file key, or the rows of a Postgres dataset).
 
 A dataset version's table (`trace_data.ds_<uuid>_<version>`) is created by its first write, with column types
 taken from that write's JSON values; later writes must fit those columns. Each call is one transaction: the
@@ -18,18 +19,20 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_409_CONFLICT
 from dispatcher.internal.service import check_attempt_gate
 from dispatcher.repositories import datasets as repo
 from dispatcher.repositories import tasks as tasks_repo
+from trace_core.contracts.events import BlockRange, EventScope
 from trace_core.contracts.internal import (
     AttemptCall,
     Column,
-    InputRowsRequest,
-    InputRowsResponse,
     RowsRequest,
     RowsResponse,
+    TaskInputRequest,
+    TaskInputResponse,
 )
 from trace_core.contracts.tasks import TaskStatus
 from trace_core.db.pool import Connection, Pool
 from trace_core.logging import get_logger
 from trace_core.naming import SYSTEM_COLUMN_PREFIX
+from trace_core.storage import scope_file_key
 
 log = get_logger(__name__)
 
@@ -151,27 +154,35 @@ class RowsApi:
                 f"output: output {output} has write_mode {target['write_mode']!r}; only 'direct' is supported yet"
             )
 
-    async def read_input(self, call: InputRowsRequest) -> InputRowsResponse:
-        """The rows of the task's input event scope, from a Postgres input dataset (Trace's columns left out)."""
+    async def task_input(self, call: TaskInputRequest) -> TaskInputResponse:
+        """Where the task's input event scope lives: a Parquet file key, or the rows of a Postgres dataset."""
         async with self.pool.connection() as conn, conn.transaction():
             await _gate(conn, call)
             source = await repo.input_target(conn, call.task_id)
             if source is None:
-                raise _bad_request(f"task {call.task_id} has no input event")
-            if source["storage"] != "postgres":
-                raise _bad_request(
-                    f"the input dataset is stored as {source['storage']!r}; only Postgres inputs are read here"
+                raise _bad_request(f"task {call.task_id} has no input event (a source run reads no input)")
+            if source["storage"] == "s3":
+                scope = EventScope(
+                    cursor=source["scope_cursor"],
+                    partition_key=source["partition_key"],
+                    range=None
+                    if source["range_start"] is None
+                    else BlockRange(start=source["range_start"], end=source["range_end"]),
                 )
+                key = scope_file_key(source["org_id"], source["dataset_uuid"], source["dataset_version"], scope)
+                return TaskInputResponse(storage="s3", parquet_key=key)
+            if source["storage"] != "postgres":
+                raise _bad_request("the input event's dataset is events only: it has no rows to read")
             table = str(source["storage_location"]).split(".", 1)[1]
             columns = [
                 Column(name=row["name"], type=row["type"])
                 for row in await repo.table_columns(conn, table)
                 if not row["name"].startswith(SYSTEM_COLUMN_PREFIX)
             ]
-            if not columns:
-                return InputRowsResponse(columns=[], rows=[])
-            rows = await repo.select_scope(conn, table, [c.name for c in columns], source["scope_key"])
-        return InputRowsResponse(columns=columns, rows=rows)
+            rows = (
+                await repo.select_scope(conn, table, [c.name for c in columns], source["scope_key"]) if columns else []
+            )
+        return TaskInputResponse(storage="postgres", columns=columns, rows=rows)
 
 
 async def _gate(conn: Connection, call: AttemptCall) -> dict[str, Any]:

@@ -34,8 +34,9 @@ producer AS (
     FROM batch b JOIN dataset_versions dv USING (dataset_uuid, dataset_version)
 ),
 subscribers AS (
-    -- inputs wired to the job materialization that wrote this version (same DAG)
-    SELECT p.event_id, ji.job_id FROM producer p JOIN job_inputs ji ON ji.upstream_job_id = p.producer_job_id
+    -- inputs wired to the output (of the job materialization) that wrote this version (same DAG)
+    SELECT p.event_id, ji.job_id
+    FROM producer p JOIN job_inputs ji ON ji.upstream_job_id = p.producer_job_id AND ji.dataset_uuid = p.dataset_uuid
     UNION
     -- inputs reading another DAG's published dataset: only events of its current version
     SELECT p.event_id, ji.job_id

@@ -2,13 +2,15 @@
 
 The function receives the input event (None for a source run) and, when it takes a second argument, the
 job's config. It returns events, or yields them to emit each at once (a long-running source does that).
+An item `{"rows": [...], "output": 0, "scope": {...}}` writes rows to an output instead (`output` defaults to
+0, `scope` to the input event's scope), and emits the output's data event for that scope.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from worker.operators import EventLike, OperatorContext, OperatorError
@@ -39,4 +41,15 @@ def run(ctx: OperatorContext) -> Iterable[EventLike] | None:
         return None
     if isinstance(result, dict):
         raise OperatorError("the function returned a dict; return a list of events (or yield them)", retryable=False)
-    return result
+    return _writing_rows(ctx, result)
+
+
+def _writing_rows(ctx: OperatorContext, items: Iterable[EventLike]) -> Iterator[EventLike]:
+    for item in items:
+        if isinstance(item, dict) and "rows" in item:
+            unknown = set(item) - {"rows", "output", "scope"}
+            if unknown:
+                raise OperatorError(f"a rows item takes rows, output and scope; got also {sorted(unknown)}")
+            ctx.write(item["rows"], output=item.get("output", 0), scope=item.get("scope"))
+        else:
+            yield item
