@@ -91,7 +91,7 @@ def test_bad_rows_are_refused_with_the_field_and_write_nothing(stack: Stack) -> 
     with stack.internal() as internal:
         payload = fetch(internal, take_dispatched(stack, internal))
         assert rows(internal, payload, "1", [{"id": 1, "n": 1}]).status_code == 200
-        cases = [
+        cases: list[tuple[list[dict[str, Any]], str]] = [
             ([{"id": 2, "color": "red"}], "column 'color' is not in the dataset's table (its columns: id, n)"),
             ([{"id": 2, "n": 2}, {"id": 3, "n": "three"}], "invalid input syntax for type bigint"),
             ([{"id": 2, "_trace_scope": "x"}], "rows.0._trace_scope: columns starting with '_trace_' are Trace's"),

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from trace_core.auth.principal import Principal
 from trace_core.db.pool import Connection
-from trace_core.db.queries import fetch_all, fetch_one, load_queries
+from trace_core.db.queries import fetch_one, load_queries
 from trace_core.naming import SYSTEM_COLUMN_PREFIX
 from trace_core.query.errors import DatasetNotFoundError
 
@@ -56,9 +56,11 @@ async def pin_datasets(
         "mode": mode,
         "system_prefix": SYSTEM_COLUMN_PREFIX,
     }
-    async with conn.transaction():
+    # one round trip: BEGIN, the flush setting, the statement and COMMIT go out as one pipeline
+    async with conn.pipeline(), conn.transaction():
         await conn.execute(Q["skip_commit_flush"])
-        rows = await fetch_all(conn, Q["pin_datasets"], params)
+        cursor = await conn.execute(Q["pin_datasets"], params)
+    rows = await cursor.fetchall()
     resolved = {row["dataset_name"] for row in rows if row["dataset_name"] is not None}
     missing = sorted(names - resolved)
     if missing:
@@ -89,7 +91,7 @@ async def finish_query(
     error: str | None = None,
 ) -> None:
     """Mark a query finished; its pins stop holding their versions."""
-    async with conn.transaction():
+    async with conn.pipeline(), conn.transaction():
         await conn.execute(Q["skip_commit_flush"])
         await conn.execute(
             Q["finish_query"], {"query_id": query_id, "status": status, "row_count": row_count, "error": error}
