@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from tests.support.dags import EXAMPLES
+from tests.support.stack import wait_for
 from trace_cli.main import app
 
 TRACE = [sys.executable, "-m", "trace_cli"]
@@ -69,7 +71,7 @@ def test_dev_up_detach_then_down(tmp_path: Path) -> None:
     """The whole local stack on the embedded Postgres, as `trace dev up --detach` starts it."""
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "TRACE_DATABASE_URL"}
-    env |= {"TRACE_HOME": str(home), "TRACE_DISPATCHER_PORT": str(_free_port())}
+    env |= {"TRACE_HOME": str(home), "TRACE_DISPATCHER_PORT": str(_free_port()), "TRACE_QUERY_PORT": str(_free_port())}
     up = subprocess.run([*TRACE, "dev", "up", "--detach"], env=env, capture_output=True, text=True, timeout=120)
     try:
         assert up.returncode == 0, up.stderr + up.stdout
@@ -80,9 +82,29 @@ def test_dev_up_detach_then_down(tmp_path: Path) -> None:
         assert me.status_code == 200 and me.json()["org_name"] == "dev"
         again = subprocess.run([*TRACE, "dev", "up", "--detach"], env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "already running" in again.stderr
+
+        # the user path of the datasets issue: deploy, let it run, query and join from another terminal
+        trades = (EXAMPLES / "trades.yaml").read_text()
+        deployed = httpx.post(f"{state['dispatcher_url']}/v1/dags", content=trades, headers=headers, timeout=30)
+        assert deployed.status_code == 201, deployed.text
+        join = "select t.id, t.amount, p.wei from big_trades t join trades_parquet p using (id) order by t.id limit 3"
+
+        def answered() -> str | None:
+            run = subprocess.run([*TRACE, "query", join, "--format", "csv"], env=env, capture_output=True, text=True)
+            return run.stdout if run.returncode == 0 and run.stdout.count("\n") == 4 else None
+
+        assert wait_for(answered, 60, "the trades to be queryable").splitlines() == [
+            "id,amount,wei",
+            "2,30,2000000000000000000000",
+            "3,40,3000000000000000000000",
+            "12,30,2000000000000000000000",
+        ]
+        refused = subprocess.run([*TRACE, "query", "select * from nowhere"], env=env, capture_output=True, text=True)
+        assert refused.returncode == 1 and "404" in refused.stderr
     finally:
         down = subprocess.run([*TRACE, "dev", "down"], env=env, capture_output=True, text=True, timeout=60)
     assert down.returncode == 0 and "dispatcher" in down.stdout and "postgres" in down.stdout
+    assert "query-service" in down.stdout
     assert not (home / "dev.json").exists()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{state['dispatcher_url']}/healthz", timeout=2)

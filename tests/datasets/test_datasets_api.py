@@ -71,7 +71,9 @@ async def test_read_roles_bad_input(dispatcher: AsyncTestClient[Any], db: Conn) 
     assert not_admin.status_code == 403
     unknown = await dispatcher.put("/v1/datasets/ticks/read-roles", json={"roles": ["ghosts"]}, headers=admin_headers)
     assert unknown.status_code == 422 and "no role 'ghosts'" in unknown.json()["detail"]
-    bad_name = await dispatcher.put("/v1/datasets/ticks/read-roles", json={"roles": ["Bad Role"]}, headers=admin_headers)
+    bad_name = await dispatcher.put(
+        "/v1/datasets/ticks/read-roles", json={"roles": ["Bad Role"]}, headers=admin_headers
+    )
     assert bad_name.status_code == 422 and "roles.0" in bad_name.json()["detail"]
     not_a_list = await dispatcher.put("/v1/datasets/ticks/read-roles", json={"roles": "x"}, headers=admin_headers)
     assert not_a_list.status_code == 400 and "roles" in not_a_list.text

@@ -94,11 +94,3 @@ def append_run(event: dict[str, Any], config: dict[str, Any]) -> None:
     with Path(config["dir"], "runs.log").open("a") as log:
         log.write(f"{event['payload']['n']}\n")
 
-
-def trade_batches(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """A source writing `batches` ranges of 4 trades each, to its Postgres output 0 and its Parquet output 1."""
-    for batch in range(config["batches"]):
-        rows = [{"id": batch * 10 + i, "amount": (i + 1) * 10, "wei": 10**21 * i} for i in range(4)]
-        scope = {"range": {"start": batch * 10, "end": batch * 10 + 9}}
-        yield {"rows": rows, "output": 0, "scope": scope}
-        yield {"rows": rows, "output": 1, "scope": scope}

@@ -40,6 +40,7 @@ class DevState:
     org: str
     admin_token: str
     dispatcher_url: str
+    query_url: str
     pids: dict[str, int] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
 
@@ -137,17 +138,19 @@ def up(settings: Settings) -> DevState:
     existing = DevState.read(home)
     if existing is not None and any(_alive(pid) for pid in existing.pids.values()):
         raise DevStackError(f"a dev stack is already running (see {DevState.path(home)}); run `trace dev down`")
-    if not _port_free(settings.dispatcher_host, settings.dispatcher_port):
-        raise DevStackError(
-            f"port {settings.dispatcher_port} on {settings.dispatcher_host} is in use; "
-            "stop what holds it or set TRACE_DISPATCHER_PORT"
-        )
+    for host, port, variable in (
+        (settings.dispatcher_host, settings.dispatcher_port, "TRACE_DISPATCHER_PORT"),
+        (settings.query_host, settings.query_port, "TRACE_QUERY_PORT"),
+    ):
+        if not _port_free(host, port):
+            raise DevStackError(f"port {port} on {host} is in use; stop what holds it or set {variable}")
     embedded = settings.database_url is None
     database_url = start_embedded_postgres(settings.embedded_pgdata) if embedded else str(settings.database_url)
     asyncio.run(migrate_url(database_url))
     token = asyncio.run(_bootstrap_token(database_url))
 
     dispatcher_url = f"http://{settings.dispatcher_host}:{settings.dispatcher_port}"
+    query_url = f"http://{settings.query_host}:{settings.query_port}"
     env = {
         "TRACE_HOME": str(home),
         "TRACE_DATABASE_URL": database_url,
@@ -165,11 +168,16 @@ def up(settings: Settings) -> DevState:
         org=DEV_ORG,
         admin_token=token,
         dispatcher_url=dispatcher_url,
+        query_url=query_url,
         pids={"dispatcher": dispatcher.pid},
     )
     state.write()
     try:
         _wait_ready("dispatcher", dispatcher, f"{dispatcher_url}/readyz", home / "logs" / "dispatcher.log", 30)
+        query = _spawn("query-service", "query_service", home, env)
+        state.pids["query-service"] = query.pid
+        state.write()
+        _wait_ready("query-service", query, f"{query_url}/healthz", home / "logs" / "query-service.log", 30)
         for runtime in ("ecs_python", "lambda_py"):
             worker = _spawn(f"worker-{runtime}", "worker", home, {**env, "TRACE_WORKER_RUNTIME": runtime})
             state.pids[f"worker-{runtime}"] = worker.pid

@@ -6,7 +6,7 @@ import asyncio
 import signal
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -116,8 +116,9 @@ def dev_up(
         err.print(f"[red]trace dev up:[/red] {error}")
         raise typer.Exit(1) from None
     out.print(f"[green]Trace is up[/green] (state in {devstack.DevState.path(Path(state.home))})")
-    out.print(f"  dispatcher  {state.dispatcher_url}   (OpenAPI at {state.dispatcher_url}/schema)")
-    out.print(f"  postgres    {state.database_url}")
+    out.print(f"  dispatcher     {state.dispatcher_url}   (OpenAPI at {state.dispatcher_url}/schema)")
+    out.print(f'  query service  {state.query_url}   (`trace query "select …"`)')
+    out.print(f"  postgres       {state.database_url}")
     out.print(f"  org {state.org!r}, admin token: {state.admin_token}")
     if detach:
         out.print("Stop it with `trace dev down`.")
@@ -145,3 +146,69 @@ def dev_down() -> None:
     """Stop the local stack started by `trace dev up`."""
     stopped = devstack.down(Settings())
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command("query")
+def query(
+    sql: Annotated[
+        str, typer.Argument(help="One SELECT over published dataset names, e.g. 'select * from eth_blocks'.")
+    ],
+    max_rows: Annotated[int, typer.Option(help="Rows shown at most.")] = 100,
+    timeout_s: Annotated[float, typer.Option(help="Interrupt the query after this long.")] = 30,
+    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """Run SQL on the Query Service (TRACE_QUERY_URL and TRACE_TOKEN, else the running dev stack's)."""
+    import httpx
+
+    if output not in {"table", "csv", "json"}:
+        err.print(f"[red]--format:[/red] {output!r} must be table, csv or json")
+        raise typer.Exit(2)
+    url, token = _query_endpoint(Settings())
+    body = {"sql": sql, "max_rows": max_rows, "timeout_s": timeout_s, "format": "csv" if output == "csv" else "json"}
+    try:
+        response = httpx.post(
+            f"{url}/v1/query", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s + 10
+        )
+    except httpx.HTTPError as error:
+        err.print(f"[red]trace query:[/red] cannot reach the Query Service at {url}: {error}")
+        raise typer.Exit(1) from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        err.print(f"[red]query refused ({response.status_code}):[/red] {detail}")
+        raise typer.Exit(1)
+    if output != "table":
+        print(response.text, end="" if response.text.endswith("\n") else "\n")
+        return
+    _print_table(response.json())
+
+
+def _query_endpoint(settings: Settings) -> tuple[str, str]:
+    """The Query Service URL and API token: TRACE_TOKEN (with TRACE_QUERY_URL), else the dev stack's state."""
+    import os
+
+    token = os.environ.get("TRACE_TOKEN")
+    if token:
+        return settings.query_url, token
+    state = devstack.DevState.read(settings.home.resolve())
+    if state is None:
+        err.print(
+            "[red]trace query:[/red] set TRACE_TOKEN (and TRACE_QUERY_URL), or start the stack with `trace dev up`"
+        )
+        raise typer.Exit(2)
+    return state.query_url, state.admin_token
+
+
+def _print_table(answer: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(*(column["name"] for column in answer["columns"]))
+    for row in answer["rows"]:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    out.print(table)
+    note = f"{answer['row_count']} row(s)"
+    if answer.get("truncated"):
+        note += f" (truncated at --max-rows {answer['row_count']})"
+    err.print(note)
