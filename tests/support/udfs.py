@@ -93,4 +93,3 @@ def append_run(event: dict[str, Any], config: dict[str, Any]) -> None:
     time.sleep(config.get("sleep_s", 0.1))
     with Path(config["dir"], "runs.log").open("a") as log:
         log.write(f"{event['payload']['n']}\n")
-
