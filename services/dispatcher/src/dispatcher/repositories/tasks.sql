@@ -100,18 +100,28 @@ in_flight AS (
     WHERE status IN ('Dispatched', 'Running') AND runtime = %(runtime)s
     GROUP BY job_id
 ),
+room AS (
+    -- what this pass may dispatch, and how many queued tasks wait for their retry time
+    SELECT greatest(0, least(%(limit)s, %(inflight_limit)s - coalesce((SELECT sum(n) FROM in_flight), 0))) AS n,
+           (SELECT count(*) FROM tasks
+            WHERE status = 'Queued' AND runtime = %(runtime)s AND not_before > now()) AS waiting
+),
 candidates AS (
     -- PerUpdate: the oldest queued tasks of each job, as many as it has room for. A task waiting for its
-    -- retry keeps its place: what comes after it in its job (or partition) waits too.
+    -- retry keeps its place: what comes after it in its job (or partition) waits too. No job needs more
+    -- candidates than the pass may take plus those that may be waiting (each hides one behind it): reading
+    -- no further keeps a pass's cost independent of the queue's depth. A job's tasks are all source runs or
+    -- all reactive, so ordering by input event needs no NULLS FIRST (which the index could not serve).
     SELECT c.*, s.dag_id, s.worker_pool, s.timeout_s
     FROM job_settings s
+    CROSS JOIN room r
     LEFT JOIN in_flight f ON f.job_id = s.job_id
     CROSS JOIN LATERAL (
         SELECT t.task_id, t.job_id, t.not_before, t.created_at
         FROM tasks t
         WHERE t.job_id = s.job_id AND t.status = 'Queued' AND t.runtime = %(runtime)s AND t.partition_key IS NULL
-        ORDER BY t.input_event_id NULLS FIRST, t.created_at, t.task_id
-        LIMIT greatest(0, s.capacity - coalesce(f.n, 0))
+        ORDER BY t.input_event_id, t.created_at, t.task_id
+        LIMIT least(greatest(0, s.capacity - coalesce(f.n, 0)), r.n + r.waiting)
     ) c
     UNION ALL
     -- PerPartition: the oldest queued task of each partition with nothing in flight
@@ -140,7 +150,7 @@ picked AS (
     FROM candidates c
     WHERE c.not_before <= now()
     ORDER BY c.not_before, c.created_at
-    LIMIT greatest(0, least(%(limit)s, %(inflight_limit)s - coalesce((SELECT sum(n) FROM in_flight), 0)))
+    LIMIT (SELECT n FROM room)
 ),
 free_slots AS (
     SELECT s.slot_id, s.dag_id, s.pool_name,
@@ -369,13 +379,19 @@ WITH incoming AS (
         AS i(task_id, attempt_id, output_index, kind, scope_cursor, partition_key, range_start, range_end,
              scope_key, payload, position)
 ),
-targets AS (
-    SELECT i.*, t.org_id, dv.dataset_uuid, dv.dataset_version
-    FROM incoming i
-    JOIN tasks t ON t.task_id = i.task_id
+producer_outputs AS MATERIALIZED (
+    -- looked up once per producing task by primary key: joined row by row, the planner (which cannot see
+    -- how many rows an unnest gives) scanned a whole job's tasks per event
+    SELECT t.task_id, t.org_id, ds.output_index, dv.dataset_uuid, dv.dataset_version
+    FROM tasks t
     JOIN jobs j ON j.job_id = t.job_id
-    JOIN datasets ds ON ds.dag_id = j.dag_id AND ds.job_name = j.job_name AND ds.output_index = i.output_index
+    JOIN datasets ds ON ds.dag_id = j.dag_id AND ds.job_name = j.job_name
     JOIN dataset_versions dv ON dv.dataset_uuid = ds.dataset_uuid AND dv.job_id = j.job_id
+    WHERE t.task_id = ANY(%(producer_ids)s::uuid[])
+),
+targets AS (
+    SELECT i.*, o.org_id, o.dataset_uuid, o.dataset_version
+    FROM incoming i JOIN producer_outputs o ON o.task_id = i.task_id AND o.output_index = i.output_index
 ),
 inserted AS (
     INSERT INTO events (org_id, dataset_uuid, dataset_version, kind, scope_cursor, partition_key, range_start,
@@ -386,9 +402,13 @@ inserted AS (
     ORDER BY position  -- event ids follow emission order: PerUpdate and PerPartition run in this order
     ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING
     RETURNING producer_task_id
+),
+inserted_per_task AS (
+    SELECT producer_task_id AS task_id, count(*) AS n FROM inserted GROUP BY producer_task_id
 )
-SELECT t.task_id, count(*) AS matched, (SELECT count(*) FROM inserted n WHERE n.producer_task_id = t.task_id) AS inserted
-FROM targets t GROUP BY t.task_id;
+SELECT t.task_id, count(*) AS matched, coalesce(max(n.n), 0) AS inserted
+FROM targets t LEFT JOIN inserted_per_task n ON n.task_id = t.task_id
+GROUP BY t.task_id;
 
 -- name: finish_attempts --
 -- Close attempts and their tasks in one statement; slots are released, transport entries dropped, and a
