@@ -1,3 +1,6 @@
+-- Array parameters go in binary (`%(name)b`): psycopg builds a text array element by element in Python,
+-- about seven times slower (0.8 ms for 256 task ids), and a batch sends one array per column.
+
 -- name: insert_source_run --
 -- A source job's run: one live task per job (tasks_one_live_source_run).
 INSERT INTO tasks (org_id, dag_id, dag_version_id, job_id, runtime, max_attempts)
@@ -185,10 +188,10 @@ FROM dispatched d LEFT JOIN events e ON e.event_id = d.input_event_id;
 
 -- name: undispatch --
 -- The transport refused these task ids: back to the queue, slots released.
-WITH released AS (DELETE FROM slot_leases WHERE task_id = ANY(%(task_ids)s))
+WITH released AS (DELETE FROM slot_leases WHERE task_id = ANY(%(task_ids)b))
 UPDATE tasks SET status = 'Queued', dispatched_at = NULL, not_before = now() + interval '1 second',
                  updated_at = now()
-WHERE task_id = ANY(%(task_ids)s) AND status = 'Dispatched';
+WHERE task_id = ANY(%(task_ids)b) AND status = 'Dispatched';
 
 -- name: take_from_transport_queue --
 DELETE FROM transport_queue WHERE task_id IN (
@@ -317,27 +320,27 @@ WHERE task_id = %(task_id)s;
 -- name: lock_tasks --
 -- Batched task-fetch: the tasks, locked in a fixed order so concurrent batches cannot deadlock.
 SELECT task_id, status, cancel_requested_at, attempt_count, max_attempts FROM tasks
-WHERE task_id = ANY(%(task_ids)s)
+WHERE task_id = ANY(%(task_ids)b)
 ORDER BY task_id
 FOR UPDATE;
 
 -- name: cancel_tasks --
 -- Queued or dispatched tasks canceled at once: slots released, transport entries dropped.
-WITH released AS (DELETE FROM slot_leases WHERE task_id = ANY(%(task_ids)s)),
-dequeued AS (DELETE FROM transport_queue WHERE task_id = ANY(%(task_ids)s))
+WITH released AS (DELETE FROM slot_leases WHERE task_id = ANY(%(task_ids)b)),
+dequeued AS (DELETE FROM transport_queue WHERE task_id = ANY(%(task_ids)b))
 UPDATE tasks SET status = 'Canceled', cancel_requested_at = coalesce(cancel_requested_at, now()),
                  finished_at = now(), updated_at = now()
-WHERE task_id = ANY(%(task_ids)s);
+WHERE task_id = ANY(%(task_ids)b);
 
 -- name: supersede_running_attempts --
 -- A duplicate delivery or a restart starts a new attempt: the running one ends here (a statement of its own:
 -- the new attempt's insert must see it ended, and the CTEs of one statement share a snapshot).
 UPDATE task_attempts SET status = 'Failed', error = 'superseded by a new attempt', finished_at = now()
-WHERE task_id = ANY(%(task_ids)s) AND status = 'Running';
+WHERE task_id = ANY(%(task_ids)b) AND status = 'Running';
 
 -- name: start_attempts --
 WITH incoming AS (
-    SELECT * FROM unnest(%(task_ids)s::uuid[], %(numbers)s::int[], %(token_hashes)s::bytea[], %(worker_ids)s::text[])
+    SELECT * FROM unnest(%(task_ids)b::uuid[], %(numbers)b::int[], %(token_hashes)b::bytea[], %(worker_ids)b::text[])
         AS i(task_id, attempt_number, token_hash, worker_id)
 ),
 attempts AS (
@@ -365,16 +368,16 @@ JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id =
 LEFT JOIN LATERAL (
     SELECT * FROM task_attempts WHERE task_id = t.task_id ORDER BY attempt_number DESC LIMIT 1
 ) a ON true
-WHERE t.task_id = ANY(%(task_ids)s)
+WHERE t.task_id = ANY(%(task_ids)b)
 ORDER BY t.task_id
 FOR UPDATE OF t;
 
 -- name: insert_events_of_tasks --
 -- Events of several attempts at once, deduplicated on (producer task, dataset, scope).
 WITH incoming AS (
-    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempt_ids)s::uuid[], %(outputs)s::int[], %(kinds)s::text[],
-                         %(cursors)s::text[], %(partition_keys)s::text[], %(range_starts)s::bigint[],
-                         %(range_ends)s::bigint[], %(scope_keys)s::text[], %(payloads)s::jsonb[])
+    SELECT * FROM unnest(%(task_ids)b::uuid[], %(attempt_ids)b::uuid[], %(outputs)b::int[], %(kinds)b::text[],
+                         %(cursors)b::text[], %(partition_keys)b::text[], %(range_starts)b::bigint[],
+                         %(range_ends)b::bigint[], %(scope_keys)b::text[], %(payloads)b::jsonb[])
         WITH ORDINALITY
         AS i(task_id, attempt_id, output_index, kind, scope_cursor, partition_key, range_start, range_end,
              scope_key, payload, position)
@@ -387,7 +390,7 @@ producer_outputs AS MATERIALIZED (
     JOIN jobs j ON j.job_id = t.job_id
     JOIN datasets ds ON ds.dag_id = j.dag_id AND ds.job_name = j.job_name
     JOIN dataset_versions dv ON dv.dataset_uuid = ds.dataset_uuid AND dv.job_id = j.job_id
-    WHERE t.task_id = ANY(%(producer_ids)s::uuid[])
+    WHERE t.task_id = ANY(%(producer_ids)b::uuid[])
 ),
 targets AS (
     SELECT i.*, o.org_id, o.dataset_uuid, o.dataset_version
@@ -414,8 +417,8 @@ GROUP BY t.task_id;
 -- Close attempts and their tasks in one statement; slots are released, transport entries dropped, and a
 -- retried task waits out its backoff (base * 2^(attempt-1), capped, with jitter).
 WITH incoming AS (
-    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempt_ids)s::uuid[], %(attempt_statuses)s::text[],
-                         %(task_statuses)s::text[], %(errors)s::text[])
+    SELECT * FROM unnest(%(task_ids)b::uuid[], %(attempt_ids)b::uuid[], %(attempt_statuses)b::text[],
+                         %(task_statuses)b::text[], %(errors)b::text[])
         AS i(task_id, attempt_id, attempt_status, task_status, error)
 ),
 attempts AS (
@@ -461,4 +464,4 @@ JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id =
 LEFT JOIN events e ON e.event_id = t.input_event_id
 LEFT JOIN slot_leases sl ON sl.task_id = t.task_id
 LEFT JOIN worker_pool_slots ws ON ws.slot_id = sl.slot_id
-WHERE t.task_id = ANY(%(task_ids)s);
+WHERE t.task_id = ANY(%(task_ids)b);
