@@ -128,17 +128,17 @@ class LiveStack:
             "TRACE_DISPATCHER_URL": self.url,
             "TRACE_SERVICE_TOKEN": self.service_token,
             "TRACE_MIGRATE_ON_START": "false",
-            "TRACE_LOG_LEVEL": "WARNING",
             "TRACE_WORKER_CONCURRENCY": str(concurrency),
             "TRACE_DB_POOL_MAX_SIZE": "20",
         }
         self.workers, self.logs = workers, logs
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def _spawn(self, module: str, name: str) -> None:
+    def _spawn(self, module: str, name: str, log_level: str = "WARNING") -> None:
         with (self.logs / f"{name}.log").open("wb") as out:
+            env = {**self.env, "TRACE_LOG_LEVEL": log_level}
             self.processes.append(
-                subprocess.Popen([sys.executable, "-m", module], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+                subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT)
             )
 
     async def start_dispatcher(self) -> None:
@@ -153,9 +153,17 @@ class LiveStack:
                 await asyncio.sleep(0.1)
         raise RuntimeError("the dispatcher did not start; see its log")
 
-    def start_workers(self) -> None:
+    async def start_workers(self) -> None:
+        """Start the workers and wait until each has its operator children up and polls: starting `workers *
+        concurrency` interpreters takes seconds of both cores, which is not per-task work."""
         for index in range(self.workers):
-            self._spawn("worker", f"worker-{index}")
+            self._spawn("worker", f"worker-{index}", log_level="INFO")
+        logs = [self.logs / f"worker-{index}.log" for index in range(self.workers)]
+        for _ in range(600):
+            if all(b"worker.started" in log.read_bytes() for log in logs):
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError("the workers did not start; see their logs")
 
     def stop(self) -> None:
         for process in self.processes:
@@ -202,8 +210,7 @@ async def bench_lifecycle(admin_dsn: str, tasks: int, workers: int, concurrency:
                         await internal.post("/internal/heartbeat", json=beat)
 
                 beating = asyncio.create_task(heartbeat())
-                stack.start_workers()
-                await asyncio.sleep(3)  # let the workers start their children and poll
+                await stack.start_workers()
 
                 async def emit(events: list[EmittedEvent]) -> None:
                     body = EmitEventsRequest(

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-import aioboto3
-
 from trace_core.settings import Settings
 
 
@@ -104,6 +102,8 @@ class S3ObjectStore:
         self.root = root.rstrip("/")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
+        import aioboto3  # only S3 deployments pay for importing the AWS SDK (about 0.4 s)
+
         self._session = aioboto3.Session(region_name=region)
         self._endpoint_url = endpoint_url
         self._client: Any = None

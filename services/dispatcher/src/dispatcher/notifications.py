@@ -7,7 +7,8 @@ Every replica listens, so a long poll served by any replica wakes when the leade
 NOTIFY is never sent from the hot transactions themselves: Postgres serializes the commits of notifying
 transactions on one global lock, which would cap task completions at one commit (one WAL flush) at a time.
 `publish` wakes this process's waiters at once and sends at most one NOTIFY per channel per
-`COALESCE_S`, on a connection of its own, after the caller's commit.
+`COALESCE_S`, on a connection of its own, after the caller's commit. The listener drops what that connection
+sent: those waiters were woken already, and waking them twice doubles the loops' passes under load.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 
 import psycopg
 
+from dispatcher.repositories import notifications as repo
 from trace_core.db.pool import connect_cancel_safe
 from trace_core.logging import get_logger
 
@@ -34,6 +36,7 @@ class Notifications:
         self._outgoing: dict[str, str] = {}
         self._outgoing_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._sender_pid: int | None = None  # backend of the connection `_send` notifies on
 
     def start(self) -> None:
         self._tasks = [
@@ -58,12 +61,12 @@ class Notifications:
         while True:
             try:
                 async with await connect_cancel_safe(self._database_url, autocommit=True) as conn:
+                    self._sender_pid = conn.info.backend_pid
                     while True:
                         await self._outgoing_ready.wait()
                         self._outgoing_ready.clear()
                         outgoing, self._outgoing = self._outgoing, {}
-                        for channel, payload in outgoing.items():
-                            await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+                        await repo.notify_channels(conn, outgoing)
                         await asyncio.sleep(COALESCE_S)
             except psycopg.OperationalError as error:
                 log.warning("dispatcher.notifications.send_failed", error=str(error))
@@ -98,7 +101,8 @@ class Notifications:
                     for channel in CHANNELS:
                         await conn.execute(f"LISTEN {channel}")
                     async for notify in conn.notifies():
-                        self.notify_local(notify.channel)
+                        if notify.pid != self._sender_pid:
+                            self.notify_local(notify.channel)
             except psycopg.OperationalError as error:
                 log.warning("dispatcher.notifications.reconnecting", error=str(error))
                 # Wake everyone: what they wait for may have happened while we were not listening.

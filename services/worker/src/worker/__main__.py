@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import uvloop
+
 from trace_core.logging import configure_logging
 from trace_core.settings import Settings
 from worker.scrub import scrub_process_secrets
@@ -27,7 +29,8 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings)
     scrub_process_secrets()
-    asyncio.run(serve(settings))
+    # the wrapper is event-loop bound (HTTP calls, child pipes, timers): uvloop does that work in C
+    uvloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ class Wrapper:
         self._room = asyncio.Event()
         self._ready: asyncio.Queue[TaskPayload] = asyncio.Queue()  # attempts started, not yet running
         self._fetching = 0
+        self._starting: set[asyncio.Task[None]] = set()  # task-fetch-batch calls out
+        self._completing: set[asyncio.Task[None]] = set()  # outcomes reported, not yet answered
         # completions of this worker's attempts go to the dispatcher in batch calls
         self._completions: Batcher[TaskCompleteRequest, TaskCompleteResponse] = Batcher(
             "worker.complete", self._send_completions, executors=2
@@ -83,7 +85,7 @@ class Wrapper:
         """Take task ids until drained; `task_ids(room)` yields batches (default: the embedded poll).
 
         Up to twice the concurrency is taken ahead, so runners never wait for a poll round trip; each batch of
-        ids is started with one task-fetch-batch call.
+        ids is started with one task-fetch-batch call, while the next poll is already out.
         """
         await self.children.start()
         log.info(
@@ -97,15 +99,22 @@ class Wrapper:
         try:
             async for batch in source(2 * self.settings.worker_concurrency):
                 if batch:
-                    await self._start(batch)
+                    self._start_later(batch)
                 if self.draining.is_set():
                     break
         finally:
             await self._drain(runners)
 
+    def _start_later(self, task_ids: list[UUID]) -> None:
+        """Start `task_ids` in the background: a poll that waited for the previous batch's task-fetch left the
+        runners idle for two round trips per batch. They count against the room from now on."""
+        self._fetching += len(task_ids)
+        starting = asyncio.create_task(self._start(task_ids))
+        self._starting.add(starting)
+        starting.add_done_callback(self._starting.discard)
+
     async def _start(self, task_ids: list[UUID]) -> None:
         """Start attempts for `task_ids` in one call and queue them for the runners."""
-        self._fetching += len(task_ids)
         try:
             results = await self.client.fetch_many(task_ids, self.worker_id)
         except (DispatcherError, OSError) as error:
@@ -114,6 +123,7 @@ class Wrapper:
             return
         finally:
             self._fetching -= len(task_ids)
+            self._room.set()
         for result in results:
             if self.on_fetched is not None:
                 await self.on_fetched(result.task_id)
@@ -173,7 +183,9 @@ class Wrapper:
         self.draining.set()
 
     async def close(self) -> None:
-        """Release the completion batcher, the operator children and the HTTP client."""
+        """Deliver the outcomes already reported, then release the completion batcher, the operator children and
+        the HTTP client."""
+        await _settle(self._completing, self.settings.worker_drain_s)
         await self._completions.close()
         await self.children.close()
         await self.data.store.close()
@@ -182,12 +194,8 @@ class Wrapper:
     async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
         """Finish what runs (up to TRACE_WORKER_DRAIN_S); ids not started are left to the dispatcher, which
         dispatches them again after TRACE_DISPATCH_TIMEOUT_S."""
-        running = set(self.running)
-        if running:
-            _, pending = await asyncio.wait(running, timeout=self.settings.worker_drain_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await _settle(self._starting, self.settings.worker_drain_s)  # what they start runs like the rest
+        await _settle(self.running, self.settings.worker_drain_s)
         for runner in runners:
             runner.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
@@ -208,7 +216,7 @@ class Wrapper:
                     operator=payload.job.operator,
                 )
         except OperatorError as error:
-            await self._complete(payload, CompletionStatus.FAILED, [], str(error), error.retryable)
+            self._complete_later(payload, CompletionStatus.FAILED, [], str(error), error.retryable)
             return
         child = await self.children.acquire()
         heartbeat = asyncio.create_task(self._heartbeat(payload, child))
@@ -217,7 +225,7 @@ class Wrapper:
         except _AttemptOverError as over:
             await child.kill()
             if over.canceled:
-                await self._complete(payload, CompletionStatus.CANCELED, [], over.args[0], False)
+                self._complete_later(payload, CompletionStatus.CANCELED, [], over.args[0], False)
             else:
                 log.info("worker.attempt.abandoned", task_id=str(payload.task_id), reason=over.args[0])
             return
@@ -230,7 +238,21 @@ class Wrapper:
             with contextlib.suppress(asyncio.CancelledError, _AttemptOverError):
                 await heartbeat
             await self.children.release(child)
-        await self._complete(payload, status, events, failure, retryable)
+        self._complete_later(payload, status, events, failure, retryable)
+
+    def _complete_later(
+        self,
+        payload: TaskPayload,
+        status: CompletionStatus,
+        events: list[EmittedEvent],
+        error: str | None,
+        retryable: bool,
+    ) -> None:
+        """Report an outcome without holding the runner: its next task starts while the completion rides in a
+        batch call (a runner waiting for the answer left the children idle for a dispatcher round trip)."""
+        completing = asyncio.create_task(self._complete(payload, status, events, error, retryable))
+        self._completing.add(completing)
+        completing.add_done_callback(self._completing.discard)
 
     async def _supervise(
         self, payload: TaskPayload, child: Child, env: dict[str, str], heartbeat: asyncio.Task[None]
@@ -355,6 +377,9 @@ class Wrapper:
         except DispatcherError as refused:
             log.info("worker.completion_refused", task_id=str(payload.task_id), reason=refused.detail)
             return
+        except Exception as error:  # the lease runs out and the task is retried: at least once
+            log.exception("worker.completion_failed", task_id=str(payload.task_id), error=str(error))
+            return
         log.debug("worker.task.completed", task_id=str(payload.task_id), status=answer.task_status.value)
 
     async def _send_completions(self, calls: list[TaskCompleteRequest]) -> list[TaskCompleteResponse | Exception]:
@@ -367,3 +392,13 @@ class Wrapper:
                 error = result.error or CallError(status_code=500, detail="the dispatcher gave no answer")
                 answers.append(DispatcherError(error.status_code, error.detail))
         return answers
+
+
+async def _settle(tasks: set[asyncio.Task[None]], timeout_s: float) -> None:
+    """Let `tasks` finish for up to `timeout_s`, then cancel the rest."""
+    if not tasks:
+        return
+    _, late = await asyncio.wait(set(tasks), timeout=timeout_s)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)

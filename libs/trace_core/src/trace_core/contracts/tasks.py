@@ -109,4 +109,5 @@ class TaskPayload(OperatorTask):
     slot: SlotAssignment | None = None
 
     def operator_view(self) -> OperatorTask:
-        return OperatorTask.model_validate(self.model_dump(include=set(OperatorTask.model_fields)))
+        # the fields were validated into this payload already: copying them needs no dump and second validation
+        return OperatorTask.model_construct(**{name: getattr(self, name) for name in OperatorTask.model_fields})

@@ -275,9 +275,9 @@ CREATE TABLE tasks (
 CREATE UNIQUE INDEX tasks_one_live_source_run ON tasks (job_id)
     WHERE input_event_id IS NULL AND status IN ('Queued', 'Dispatched', 'Running');
 CREATE INDEX tasks_ready ON tasks (runtime, not_before) WHERE status = 'Queued';
-CREATE INDEX tasks_job_status ON tasks (job_id, status);
+-- PerPartition tasks only: the scheduler's check that nothing of a partition is in flight.
 CREATE INDEX tasks_live_partition ON tasks (job_id, partition_key, input_event_id)
-    WHERE status IN ('Queued', 'Dispatched', 'Running');
+    WHERE partition_key IS NOT NULL AND status IN ('Queued', 'Dispatched', 'Running');
 CREATE INDEX tasks_dag_created ON tasks (dag_id, created_at DESC, task_id);
 
 -- "Dataset D, version V changed for this scope". The dedup key of SPEC §4 is

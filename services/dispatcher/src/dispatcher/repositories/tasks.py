@@ -158,6 +158,7 @@ async def insert_events(
         return {}
     params: dict[str, Any] = {
         "task_ids": [task_id for task_id, _, _ in emitted],
+        "producer_ids": list({task_id for task_id, _, _ in emitted}),
         "attempt_ids": [attempt_id for _, attempt_id, _ in emitted],
         "outputs": [e.output for _, _, e in emitted],
         "kinds": [e.kind.value for _, _, e in emitted],
