@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import structlog
 
@@ -54,3 +56,22 @@ def configure_logging(settings: Settings) -> None:
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
     return logger
+
+
+def request_failure_logger(
+    event: str, answered: tuple[type[BaseException], ...] = ()
+) -> Callable[[BaseException, Mapping[str, Any]], Awaitable[None]]:
+    """A Litestar `after_exception` hook for a service: client errors (4xx, and the `answered` exception types
+    its handlers turn into answers) are not logged; anything else is a bug worth its traceback in the log,
+    never in the answer."""
+    from litestar.exceptions import HTTPException
+
+    log = get_logger("trace.http")
+
+    async def log_failure(exception: BaseException, scope: Mapping[str, Any]) -> None:
+        if isinstance(exception, answered):
+            return
+        if not isinstance(exception, HTTPException) or exception.status_code >= 500:
+            log.error(event, path=scope.get("path"), exc_info=exception)
+
+    return log_failure

@@ -7,10 +7,8 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import Scope
 
 from dispatcher.health import HealthController
 from dispatcher.internal.controller import InternalController
@@ -31,7 +29,7 @@ from dispatcher.transports.sqs import SqsTransport
 from trace_core.auth.litestar import bearer_token_middleware
 from trace_core.db.migrate import migrate_url
 from trace_core.db.pool import create_pool, resolve_database_url
-from trace_core.logging import configure_logging, get_logger
+from trace_core.logging import configure_logging, get_logger, request_failure_logger
 from trace_core.settings import Settings
 
 log = get_logger(__name__)
@@ -47,12 +45,6 @@ def _transports(settings: Settings, worker_api: WorkerApi) -> dict[str, Transpor
         LambdaTransport(settings, worker_api) if settings.lambda_transport == "lambda" else EmbeddedTransport()
     )
     return {"ecs_python": ecs, "lambda_py": lam}
-
-
-async def _log_exception(exception: BaseException, scope: Scope) -> None:
-    """Client errors are answered; anything else is a bug worth its traceback in the log (never in the answer)."""
-    if not isinstance(exception, HTTPException) or exception.status_code >= 500:
-        log.error("dispatcher.request.failed", path=scope.get("path"), exc_info=exception)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -105,7 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         lifespan=[lifespan],
         logging_config=None,  # structlog (trace_core.logging) owns logging
-        after_exception=[_log_exception],
+        after_exception=[request_failure_logger("dispatcher.request.failed")],
         middleware=[bearer_token_middleware(UNAUTHENTICATED)],
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(

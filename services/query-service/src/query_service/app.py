@@ -8,10 +8,8 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import Scope
 
 from query_service.health import HealthController
 from query_service.metrics import Metrics
@@ -20,7 +18,7 @@ from query_service.service import QueryService
 from trace_core.auth.litestar import bearer_token_middleware
 from trace_core.db.migrate import migrate_url
 from trace_core.db.pool import create_pool, resolve_database_url
-from trace_core.logging import configure_logging, get_logger
+from trace_core.logging import configure_logging, get_logger, request_failure_logger
 from trace_core.objectstore import open_object_store
 from trace_core.query import QueryEngine, QueryError
 from trace_core.settings import Settings
@@ -32,14 +30,6 @@ UNAUTHENTICATED = ["^/healthz", "^/metrics", "^/schema"]
 
 def _query_error(_: Request[object, object, State], error: QueryError) -> Response[dict[str, object]]:
     return Response({"status_code": error.status_code, "detail": str(error)}, status_code=error.status_code)
-
-
-async def _log_exception(exception: BaseException, scope: Scope) -> None:
-    """Client errors are answered; anything else is a bug worth its traceback in the log (never in the answer)."""
-    if isinstance(exception, QueryError):
-        return
-    if not isinstance(exception, HTTPException) or exception.status_code >= 500:
-        log.error("query_service.request.failed", path=scope.get("path"), exc_info=exception)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -80,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         logging_config=None,  # structlog (trace_core.logging) owns logging
         exception_handlers={QueryError: _query_error},
-        after_exception=[_log_exception],
+        after_exception=[request_failure_logger("query_service.request.failed", answered=(QueryError,))],
         middleware=[bearer_token_middleware(UNAUTHENTICATED)],
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(

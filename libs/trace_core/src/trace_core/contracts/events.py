@@ -47,6 +47,14 @@ class EventScope(Contract):
             raise ValueError("a scope needs a cursor, a partition_key or a range")
         return self
 
+    @classmethod
+    def from_columns(
+        cls, cursor: str | None, partition_key: str | None, range_start: int | None, range_end: int | None
+    ) -> EventScope:
+        """The scope of a stored event, from its columns (`events.scope_cursor`, `partition_key`, `range_*`)."""
+        span = None if range_start is None or range_end is None else BlockRange(start=range_start, end=range_end)
+        return cls(cursor=cursor, partition_key=partition_key, range=span)
+
     @property
     def key(self) -> str:
         """Canonical text of the scope; part of the event dedup key."""

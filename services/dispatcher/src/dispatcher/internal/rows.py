@@ -16,12 +16,10 @@ import psycopg
 from litestar.exceptions import ClientException, HTTPException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_409_CONFLICT
 
-from dispatcher.internal.service import check_attempt_gate
+from dispatcher.internal.service import gate_attempt
 from dispatcher.repositories import datasets as repo
-from dispatcher.repositories import tasks as tasks_repo
-from trace_core.contracts.events import BlockRange, EventScope
+from trace_core.contracts.events import EventScope
 from trace_core.contracts.internal import (
-    AttemptCall,
     Column,
     RowsRequest,
     RowsResponse,
@@ -29,7 +27,7 @@ from trace_core.contracts.internal import (
     TaskInputResponse,
 )
 from trace_core.contracts.tasks import TaskStatus
-from trace_core.db.pool import Connection, Pool
+from trace_core.db.pool import Pool
 from trace_core.logging import get_logger
 from trace_core.naming import SYSTEM_COLUMN_PREFIX
 from trace_core.storage import scope_file_key
@@ -38,6 +36,11 @@ log = get_logger(__name__)
 
 COLUMN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _INT64 = range(-(2**63), 2**63)
+
+
+def _table_of(storage_location: str) -> str:
+    """The table of a Postgres dataset version, from its `trace_data.<table>` storage location."""
+    return storage_location.split(".", 1)[1]
 
 
 def _bad_request(detail: str) -> HTTPException:
@@ -95,7 +98,7 @@ class RowsApi:
 
     async def write(self, call: RowsRequest) -> RowsResponse:
         async with self.pool.connection() as conn, conn.transaction():
-            gate = await _gate(conn, call)
+            gate = await gate_attempt(conn, call)
             if TaskStatus(gate["task_status"]).is_terminal:
                 raise ClientException(
                     detail=f"task {call.task_id} is {gate['task_status']}; it cannot write rows any more",
@@ -106,7 +109,7 @@ class RowsApi:
                 raise _bad_request(f"output: {call.output} is out of range for this task's job")
             self._check_target(target, call.output)
             unique_key: list[str] = list(target["unique_key"])
-            table = str(target["storage_location"]).split(".", 1)[1]
+            table = _table_of(target["storage_location"])
             names = _check_rows(call, unique_key)
             existing = {row["name"]: row["type"] for row in await repo.table_columns(conn, table)}
             if not existing:
@@ -157,23 +160,19 @@ class RowsApi:
     async def task_input(self, call: TaskInputRequest) -> TaskInputResponse:
         """Where the task's input event scope lives: a Parquet file key, or the rows of a Postgres dataset."""
         async with self.pool.connection() as conn, conn.transaction():
-            await _gate(conn, call)
+            await gate_attempt(conn, call)
             source = await repo.input_target(conn, call.task_id)
             if source is None:
                 raise _bad_request(f"task {call.task_id} has no input event (a source run reads no input)")
             if source["storage"] == "s3":
-                scope = EventScope(
-                    cursor=source["scope_cursor"],
-                    partition_key=source["partition_key"],
-                    range=None
-                    if source["range_start"] is None
-                    else BlockRange(start=source["range_start"], end=source["range_end"]),
+                scope = EventScope.from_columns(
+                    source["scope_cursor"], source["partition_key"], source["range_start"], source["range_end"]
                 )
                 key = scope_file_key(source["org_id"], source["dataset_uuid"], source["dataset_version"], scope)
                 return TaskInputResponse(storage="s3", parquet_key=key)
             if source["storage"] != "postgres":
                 raise _bad_request("the input event's dataset is events only: it has no rows to read")
-            table = str(source["storage_location"]).split(".", 1)[1]
+            table = _table_of(source["storage_location"])
             columns = [
                 Column(name=row["name"], type=row["type"])
                 for row in await repo.table_columns(conn, table)
@@ -183,8 +182,3 @@ class RowsApi:
                 await repo.select_scope(conn, table, [c.name for c in columns], source["scope_key"]) if columns else []
             )
         return TaskInputResponse(storage="postgres", columns=columns, rows=rows)
-
-
-async def _gate(conn: Connection, call: AttemptCall) -> dict[str, Any]:
-    gates = await tasks_repo.gate_attempts(conn, [call.task_id])
-    return check_attempt_gate(gates[0] if gates else None, call)

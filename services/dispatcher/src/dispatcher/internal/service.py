@@ -44,7 +44,7 @@ from trace_core.contracts.internal import (
     TaskPollResponse,
 )
 from trace_core.contracts.tasks import AttemptStatus, JobSpec, OutputTarget, SlotAssignment, TaskPayload, TaskStatus
-from trace_core.db.pool import Pool
+from trace_core.db.pool import Connection, Pool
 from trace_core.logging import get_logger
 from trace_core.settings import Settings
 
@@ -162,7 +162,7 @@ class WorkerApi:
                 try:
                     if call.task_id in finishing:
                         raise _conflict(f"task {call.task_id} is being completed by a concurrent call")
-                    gate = check_attempt_gate(gates.get(call.task_id), call)
+                    gate = _check_gate(gates.get(call.task_id), call)
                     status = TaskStatus(gate["task_status"])
                     if status in {TaskStatus.CANCELED, TaskStatus.COMPLETED}:
                         raise _conflict(
@@ -204,7 +204,7 @@ class WorkerApi:
 
     async def heartbeat(self, call: HeartbeatRequest) -> HeartbeatResponse:
         async with self.pool.connection() as conn, conn.transaction():
-            gate = check_attempt_gate(_first(await repo.gate_attempts(conn, [call.task_id])), call)
+            gate = await gate_attempt(conn, call)
             if gate["task_status"] == TaskStatus.CANCELED or gate["cancel_requested_at"] is not None:
                 return HeartbeatResponse(canceled=True, lease_expires_at=gate["lease_expires_at"])
             if gate["attempt_status"] != AttemptStatus.RUNNING:
@@ -220,7 +220,7 @@ class WorkerApi:
 
     async def emit(self, call: EmitEventsRequest) -> EmitEventsResponse:
         async with self.pool.connection() as conn, conn.transaction():
-            gate = check_attempt_gate(_first(await repo.gate_attempts(conn, [call.task_id])), call)
+            gate = await gate_attempt(conn, call)
             if TaskStatus(gate["task_status"]).is_terminal:
                 raise _conflict(f"task {call.task_id} is {gate['task_status']}; it cannot emit events any more")
             _check_outputs(call.events, gate["output_count"], "events")
@@ -274,11 +274,13 @@ def _outcome(call: TaskCompleteRequest, gate: Row) -> tuple[AttemptStatus, TaskS
     return AttemptStatus.FAILED, TaskStatus.FAILED
 
 
-def _first(rows: list[Row]) -> Row | None:
-    return rows[0] if rows else None
+async def gate_attempt(conn: Connection, call: AttemptCall) -> Row:
+    """Lock the call's task and check it names the newest attempt with its token (call in a transaction)."""
+    gates = await repo.gate_attempts(conn, [call.task_id])
+    return _check_gate(gates[0] if gates else None, call)
 
 
-def check_attempt_gate(gate: Row | None, call: AttemptCall) -> Row:
+def _check_gate(gate: Row | None, call: AttemptCall) -> Row:
     """The call must name the task's newest attempt and carry that attempt's token."""
     if gate is None:
         raise NotFoundException(f"no task {call.task_id}")
@@ -307,16 +309,13 @@ def _check_outputs(events: list[EmittedEvent], output_count: int, field: str) ->
 def _payload(row: Row, attempt: Row, attempt_number: int, token: str, heartbeat_s: float) -> TaskPayload:
     event = None
     if row["event_id"] is not None:
-        has_range = row["range_start"] is not None
         event = Event(
             event_id=row["event_id"],
             dataset_uuid=row["event_dataset_uuid"],
             dataset_version=row["event_dataset_version"],
             kind=row["event_kind"],
-            scope=EventScope(
-                cursor=row["scope_cursor"],
-                partition_key=row["partition_key"],
-                range={"start": row["range_start"], "end": row["range_end"]} if has_range else None,
+            scope=EventScope.from_columns(
+                row["scope_cursor"], row["partition_key"], row["range_start"], row["range_end"]
             ),
             payload=row["event_payload"],
             producer_task_id=row["event_producer_task_id"],

@@ -18,6 +18,7 @@ from litestar.exceptions import ClientException, HTTPException
 from litestar.status_codes import HTTP_409_CONFLICT, HTTP_422_UNPROCESSABLE_ENTITY
 
 from dispatcher.repositories import dags as dags_repo
+from dispatcher.repositories import datasets as datasets_repo
 from dispatcher.repositories import tasks as tasks_repo
 from trace_core.auth.principal import Principal
 from trace_core.dag.config import Activation, DagConfig, WriteMode
@@ -244,7 +245,7 @@ async def _resolve_cross_dag_inputs(
             dataset_name = item.from_.dataset
             if dataset_name is None:
                 continue
-            row = await dags_repo.readable_published_dataset(
+            row = await datasets_repo.readable_by_name(
                 conn, principal.org_id, principal.user_id, principal.is_admin, dataset_name
             )
             if row is None:

@@ -29,13 +29,6 @@ async def list_dags(conn: Connection, org_id: UUID) -> list[Row]:
     return await _all(conn, "list_dags", {"org_id": org_id})
 
 
-async def readable_published_dataset(
-    conn: Connection, org_id: UUID, user_id: UUID, is_admin: bool, dataset_name: str
-) -> Row | None:
-    params = {"org_id": org_id, "user_id": user_id, "is_admin": is_admin, "dataset_name": dataset_name}
-    return await _one(conn, "published_dataset_for_reader", params)
-
-
 async def dataset_names_taken(conn: Connection, org_id: UUID, names: list[str], dag_id: UUID | None) -> list[Row]:
     return await _all(conn, "dataset_names_taken", {"org_id": org_id, "names": names, "dag_id": dag_id})
 

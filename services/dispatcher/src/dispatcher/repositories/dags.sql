@@ -11,13 +11,6 @@ FROM dags d LEFT JOIN dag_versions v ON v.dag_version_id = d.active_version_id
 WHERE d.org_id = %(org_id)s
 ORDER BY d.dag_name;
 
--- name: published_dataset_for_reader --
--- A published dataset of the org, if the caller may read it (SPEC §5).
-SELECT ds.dataset_uuid, ds.dag_id
-FROM datasets ds
-WHERE ds.org_id = %(org_id)s AND ds.dataset_name = %(dataset_name)s
-  AND dataset_readable(ds.dataset_uuid, %(user_id)s, %(is_admin)s);
-
 -- name: dataset_names_taken --
 SELECT ds.dataset_name, d.dag_name
 FROM datasets ds JOIN dags d ON d.dag_id = ds.dag_id
