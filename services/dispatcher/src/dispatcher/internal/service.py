@@ -61,6 +61,7 @@ def _conflict(detail: str) -> HTTPException:
 class _FetchRequest:
     task_id: UUID
     worker_id: str | None
+    lease_s: float
 
 
 class WorkerApi:
@@ -83,8 +84,11 @@ class WorkerApi:
         await self._fetches.close()
         await self._completions.close()
 
-    async def fetch(self, task_id: UUID, worker_id: str | None) -> TaskPayload | TaskCanceled:
-        return await self._fetches.submit(_FetchRequest(task_id, worker_id))
+    async def fetch(
+        self, task_id: UUID, worker_id: str | None, lease_s: float | None = None
+    ) -> TaskPayload | TaskCanceled:
+        """Start an attempt; its first lease is `lease_s` (default TRACE_LEASE_S), then each heartbeat's."""
+        return await self._fetches.submit(_FetchRequest(task_id, worker_id, lease_s or self.settings.lease_s))
 
     async def complete(self, call: TaskCompleteRequest) -> TaskCompleteResponse:
         return await self._completions.submit(call)
@@ -137,12 +141,10 @@ class WorkerApi:
                 await repo.cancel_tasks(conn, canceled)
             if starting:
                 starts = [
-                    (task_id, number, hash_token(token), requests[index].worker_id)
+                    (task_id, number, hash_token(token), requests[index].worker_id, requests[index].lease_s)
                     for task_id, (index, number, token) in starting.items()
                 ]
-                attempts = {
-                    row["task_id"]: row for row in await repo.start_attempts(conn, starts, self.settings.lease_s)
-                }
+                attempts = {row["task_id"]: row for row in await repo.start_attempts(conn, starts)}
                 payloads = {row["task_id"]: row for row in await repo.task_payloads(conn, list(starting))}
         for task_id, (index, number, token) in starting.items():
             results[index] = _payload(

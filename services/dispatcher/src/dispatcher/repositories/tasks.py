@@ -125,11 +125,9 @@ async def cancel_tasks(conn: Connection, task_ids: list[UUID]) -> None:
     await conn.execute(Q["cancel_tasks"], {"task_ids": task_ids})
 
 
-async def start_attempts(
-    conn: Connection, starts: list[tuple[UUID, int, bytes, str | None]], lease_s: float
-) -> list[Row]:
-    """New attempts `(task_id, attempt_number, token_hash, worker_id)`, superseding ones still running."""
-    superseding = [task_id for task_id, number, _, _ in starts if number > 1]
+async def start_attempts(conn: Connection, starts: list[tuple[UUID, int, bytes, str | None, float]]) -> list[Row]:
+    """New attempts `(task_id, attempt_number, token_hash, worker_id, lease_s)`, superseding ones still running."""
+    superseding = [start[0] for start in starts if start[1] > 1]
     if superseding:
         await conn.execute(Q["supersede_running_attempts"], {"task_ids": superseding})
     params = {
@@ -137,7 +135,7 @@ async def start_attempts(
         "numbers": [s[1] for s in starts],
         "token_hashes": [s[2] for s in starts],
         "worker_ids": [s[3] for s in starts],
-        "lease_s": lease_s,
+        "leases_s": [s[4] for s in starts],
     }
     return await _all(conn, "start_attempts", params)
 

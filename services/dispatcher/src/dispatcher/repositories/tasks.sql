@@ -341,12 +341,13 @@ WHERE task_id = ANY(%(task_ids)b) AND status = 'Running';
 
 -- name: start_attempts --
 WITH incoming AS (
-    SELECT * FROM unnest(%(task_ids)b::uuid[], %(numbers)b::int[], %(token_hashes)b::bytea[], %(worker_ids)b::text[])
-        AS i(task_id, attempt_number, token_hash, worker_id)
+    SELECT * FROM unnest(%(task_ids)b::uuid[], %(numbers)b::int[], %(token_hashes)b::bytea[], %(worker_ids)b::text[],
+                         %(leases_s)b::float8[])
+        AS i(task_id, attempt_number, token_hash, worker_id, lease_s)
 ),
 attempts AS (
     INSERT INTO task_attempts (task_id, attempt_number, attempt_token_hash, lease_expires_at, worker_id)
-    SELECT task_id, attempt_number, token_hash, now() + make_interval(secs => %(lease_s)s), worker_id
+    SELECT task_id, attempt_number, token_hash, now() + make_interval(secs => lease_s), worker_id
     FROM incoming
     RETURNING task_id, attempt_id, lease_expires_at
 ),

@@ -29,6 +29,9 @@ class LambdaTransport:
         self._session = aioboto3.Session(region_name=settings.aws_region)
         self._endpoint = settings.aws_endpoint_url
         self._api = worker_api
+        # The attempt starts at invoke; until the function runs (async-invoke queueing, cold start) its lease is
+        # the time any dispatched task has to start, then each heartbeat's.
+        self._first_lease_s = max(settings.lease_s, settings.dispatch_timeout_s)
         self._stack = AsyncExitStack()
         self._client: Any = None
 
@@ -44,7 +47,9 @@ class LambdaTransport:
     async def send(self, runtime: str, task_ids: list[UUID]) -> list[UUID]:
         client = await self._lambda()
         for task_id in task_ids:
-            payload = await self._api.fetch(task_id, worker_id=f"lambda:{self._prefix}{runtime}")
+            payload = await self._api.fetch(
+                task_id, worker_id=f"lambda:{self._prefix}{runtime}", lease_s=self._first_lease_s
+            )
             if not isinstance(payload, TaskPayload):
                 continue  # canceled before it was invoked
             try:
