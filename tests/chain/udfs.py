@@ -71,3 +71,46 @@ def old_branch_marks(event: dict[str, Any], config: dict[str, Any]) -> Iterator[
     rows = [row for row in _chain_rows(event, config) if row["hash"].startswith("a")]
     if rows:
         yield {"rows": rows}
+
+
+def extract_range(event: dict[str, Any], config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The blocks and transactions of the input range, read from the node at `config.rpc_url` (what cryo_ingest
+    does with cryo): blocks to outputs 0 (Parquet) and 1 (Postgres), transactions to output 2 (Parquet)."""
+    import httpx
+
+    span = event["scope"]["range"]
+    numbers = list(range(span["start"], span["end"] + 1))
+    calls = [
+        {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(n), True]}
+        for i, n in enumerate(numbers)
+    ]
+    with httpx.Client(timeout=10) as client:
+        answers = sorted(client.post(config["rpc_url"], json=calls).json(), key=lambda answer: answer["id"])
+    blocks = [answer["result"] for answer in answers]
+    if any(block is None for block in blocks):
+        raise RuntimeError(f"blocks {numbers[0]}..{numbers[-1]} are not all on the chain yet")
+    block_rows = [
+        {
+            "number": int(block["number"], 16),
+            "hash": block["hash"],
+            "parent_hash": block["parentHash"],
+            "timestamp": int(block["timestamp"], 16),
+            "tx_count": len(block["transactions"]),
+        }
+        for block in blocks
+    ]
+    tx_rows = [
+        {
+            "hash": tx["hash"],
+            "block_number": int(block["number"], 16),
+            "block_hash": block["hash"],
+            "from_address": tx["from"],
+            "to_address": tx["to"],
+            "value": str(int(tx["value"], 16)),
+        }
+        for block in blocks
+        for tx in block["transactions"]
+    ]
+    yield {"rows": block_rows, "output": 0}
+    yield {"rows": block_rows, "output": 1}
+    yield {"rows": tx_rows, "output": 2}
