@@ -1,7 +1,7 @@
 """`cryo_ingest` in real dispatcher and worker processes against a real devchain: one Parquet file per range in
 the versioned location, replaced on re-run, its data event with the row count; a worker SIGKILLed mid-extract
 is retried with nothing missing or doubled; a dead or garbled RPC fails the task with a clear error after
-retries with backoff, and nothing becomes visible; bad config is refused without retries.
+retries with backoff, and nothing becomes visible; bad config is refused at deploy, a bad input at once.
 
 Until range_aggregator lands, a python source (`tests.support.udfs:block_ranges`) emits the range manifests.
 """
@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.devchain import Devchain, running_devchain
 from tests.support.stack import Stack, free_port, wait_for
+from trace_core.dag import DagConfigError, load_dag_yaml
 
 RANGES = "tests.support.udfs:block_ranges"
 
@@ -256,14 +257,28 @@ def test_a_dead_or_garbled_rpc_fails_after_retries_and_writes_nothing(
         assert _files(stack, dataset) == []
 
 
-def test_bad_config_and_inputs_fail_at_once_with_the_reason(stack: Stack, devchain: Devchain) -> None:
+@pytest.mark.parametrize(
+    ("config", "field", "message"),
+    [
+        ("{datatype: receipts}", "config.datatype", "Input should be 'blocks', 'transactions' or 'logs'"),
+        ("{}", "config.datatype", "operator cryo_ingest needs this field"),
+        ("{datatype: logs, rpc_url: 'ftp://node'}", "config.rpc_url", "must be an http:// or https:// URL"),
+        ("{datatype: logs, max_concurrent_requests: 0}", "config.max_concurrent_requests", "greater than or equal"),
+        ("{datatype: logs, chunk_size: 5}", "config.chunk_size", "unknown key 'chunk_size' of operator cryo_ingest"),
+    ],
+)
+def test_bad_configs_are_refused_at_deploy(config: str, field: str, message: str) -> None:
+    text = _dag("http://127.0.0.1:8545", {"first": 1, "last": 4, "size": 4}).replace(
+        "config: {datatype: blocks}", f"config: {config}"
+    )
+    with pytest.raises(DagConfigError) as refused:
+        load_dag_yaml(text)
+    [issue] = refused.value.issues
+    assert issue.field == f"jobs.blocks.{field}" and message in issue.message and issue.line is not None
+
+
+def test_inputs_without_a_range_and_unset_variables_fail_at_once(stack: Stack, devchain: Devchain) -> None:
     extra = f"""
-  typo:
-    operator: cryo_ingest
-    inputs: [{{from: {{job: ranges, output: 0}}}}]
-    config: {{datatype: receipts, rpc_url: "{devchain.url}"}}
-    max_attempts: 3
-    outputs: [{{storage: s3, format: parquet}}]
   cursors:
     activation: source
     operator: python
@@ -277,28 +292,24 @@ def test_bad_config_and_inputs_fail_at_once_with_the_reason(stack: Stack, devcha
   no_rpc:
     operator: cryo_ingest
     inputs: [{{from: {{job: ranges, output: 0}}}}]
-    config: {{datatype: blocks, rpc_url: "${{NOT_IN_THE_SLOT}}"}}
+    config: {{datatype: blocks, rpc_url: "http://${{NOT_IN_THE_SLOT}}/"}}
     max_attempts: 3
     outputs: [{{storage: s3, format: parquet}}]
 """
     stack.deploy(_dag(devchain.url, {"first": 1, "last": 4, "size": 4}, extra_jobs=extra))
     stack.start_worker()
-    stack.wait_jobs_done({"typo": 1, "no_range": 1, "no_rpc": 1, "blocks": 1}, timeout_s=60)
+    stack.wait_jobs_done({"no_range": 1, "no_rpc": 1, "blocks": 1}, timeout_s=60)
     failures = {
         row["job_name"]: row
         for row in stack.sql(
             """SELECT j.job_name, t.status, t.attempt_count, t.last_error FROM tasks t JOIN jobs j USING (job_id)
-               WHERE j.job_name IN ('typo', 'no_range', 'no_rpc')"""
+               WHERE j.job_name IN ('no_range', 'no_rpc')"""
         )
     }
     assert {job: (row["status"], row["attempt_count"]) for job, row in failures.items()} == {
-        "typo": ("Failed", 1),
         "no_range": ("Failed", 1),
         "no_rpc": ("Failed", 1),
     }
-    assert failures["typo"]["last_error"] == (
-        'config.datatype must be one of blocks, transactions, logs, got "receipts"'
-    )
     assert "the input event's scope has no range" in failures["no_range"]["last_error"]
     assert (
         "config.rpc_url names a variable the slot's env does not set: 'NOT_IN_THE_SLOT'"

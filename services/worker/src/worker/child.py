@@ -11,15 +11,27 @@ import sys
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
 from trace_core.contracts.events import EmittedEvent, EventScope
-from trace_core.contracts.operator import Done, Emit, InputReady, NeedInput, Ready, RunTask, WriteOutput
-from worker.operators import OperatorContext, OperatorError, registry
+from trace_core.contracts.operator import (
+    Done,
+    Emit,
+    InputReady,
+    LoadState,
+    NeedInput,
+    Ready,
+    RunTask,
+    SaveState,
+    StateLoaded,
+    StateSaved,
+    WriteOutput,
+)
+from worker.operators import OperatorContext, OperatorError, StateConflictError, StoredState, registry
 
 MAX_ERROR_CHARS = 8_000
 
@@ -27,6 +39,17 @@ MAX_ERROR_CHARS = 8_000
 def _send(out: IO[str], message: BaseModel) -> None:
     out.write(message.model_dump_json() + "\n")
     out.flush()
+
+
+Answer = TypeVar("Answer", bound=BaseModel)
+
+
+def _answer(model: type[Answer]) -> Answer:
+    """The wrapper's answer to the request just sent."""
+    line = sys.stdin.readline()
+    if not line:
+        raise OperatorError("the worker wrapper went away")
+    return model.model_validate_json(line)
 
 
 def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
@@ -42,7 +65,7 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
 
     def read_input() -> pa.Table:
         _send(out, NeedInput())
-        answer = InputReady.model_validate_json(sys.stdin.readline())
+        answer = _answer(InputReady)
         if answer.path is None:
             raise OperatorError(f"read_input: {answer.error}")
         try:
@@ -50,7 +73,25 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
         finally:
             Path(answer.path).unlink(missing_ok=True)
 
-    ctx = OperatorContext(message.task, lambda event: _send(out, Emit(event=event)), write, read_input)
+    def load_state() -> StoredState:
+        _send(out, LoadState())
+        answer = _answer(StateLoaded)
+        if answer.error is not None:
+            raise OperatorError(f"load_state: {answer.error}")
+        return StoredState(answer.state, answer.revision)
+
+    def save_state(state: dict[str, Any], revision: int, events: list[EmittedEvent]) -> int:
+        _send(out, SaveState(expected_revision=revision, state=state, events=events))
+        answer = _answer(StateSaved)
+        if answer.conflict:
+            raise StateConflictError(f"save_state: the operator state is at revision {answer.revision}, not {revision}")
+        if answer.error is not None:
+            raise OperatorError(f"save_state: {answer.error}", retryable=answer.retryable)
+        return answer.revision
+
+    ctx = OperatorContext(
+        message.task, lambda event: _send(out, Emit(event=event)), write, read_input, load_state, save_state
+    )
     try:
         result: Iterable[object] | None = operator(ctx)
         for item in result or ():

@@ -17,23 +17,39 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from uuid import UUID
 
+from pydantic import ValidationError
+
 from trace_core.batching import Batcher
-from trace_core.contracts.events import EmittedEvent
+from trace_core.contracts.events import EmittedEvent, EventKind
 from trace_core.contracts.internal import (
     CallError,
     CompletionStatus,
     EmitEventsRequest,
     HeartbeatRequest,
+    OperatorStateReadRequest,
+    OperatorStateWriteRequest,
     TaskCompleteRequest,
     TaskCompleteResponse,
     TaskPollRequest,
 )
-from trace_core.contracts.operator import Done, Emit, InputReady, NeedInput, RunTask, WriteOutput
-from trace_core.contracts.tasks import TaskPayload
+from trace_core.contracts.operator import (
+    Done,
+    Emit,
+    InputReady,
+    LoadState,
+    NeedInput,
+    RunTask,
+    SaveState,
+    StateLoaded,
+    StateSaved,
+    WriteOutput,
+)
+from trace_core.contracts.tasks import OutputStorage, TaskPayload
 from trace_core.dag.config import Runtime
 from trace_core.logging import get_logger
 from trace_core.objectstore import open_object_store
 from trace_core.settings import Settings
+from worker.cascade import cascaded, rewrites_invalidation
 from worker.children import Child, ChildDiedError, ChildPool
 from worker.client import DispatcherClient, DispatcherError
 from worker.data import DataPlane
@@ -262,7 +278,7 @@ class Wrapper:
         deadline = None if payload.job.activation == "source" else time.monotonic() + payload.job.timeout_s
         buffer: list[EmittedEvent] = []
         flush_at = 0.0
-        replaced: set[tuple[int, str]] = set()
+        written: set[tuple[int, str]] = set()  # (output, storage key) this attempt wrote
         receive = asyncio.create_task(child.receive())
         while True:
             now = time.monotonic()
@@ -289,12 +305,22 @@ class Wrapper:
             except ChildDiedError as died:
                 return CompletionStatus.FAILED, buffer, str(died), True
             if isinstance(message, Done):
-                status = CompletionStatus.SUCCEEDED if message.status == "succeeded" else CompletionStatus.FAILED
-                return status, buffer, message.error, message.retryable
-            event = message.event if isinstance(message, Emit) else None
-            if isinstance(message, WriteOutput | NeedInput):
+                if message.status != "succeeded":
+                    return CompletionStatus.FAILED, buffer, message.error, message.retryable
                 try:
-                    event = await self._serve_data(payload, child, message, replaced)
+                    buffer += await self._cascade_unwritten(payload, written)
+                except (DispatcherError, OSError) as error:
+                    if isinstance(error, DispatcherError) and error.status_code in {404, 409}:
+                        raise _AttemptOverError(error.detail, canceled=False) from None
+                    return CompletionStatus.FAILED, buffer, f"clearing the invalidated scope failed: {error}", True
+                return CompletionStatus.SUCCEEDED, buffer, None, True
+            event = cascaded(payload, message.event) if isinstance(message, Emit) else None
+            if isinstance(message, SaveState) and buffer:
+                await self._flush(payload, buffer)  # events emitted before the save keep their order
+                buffer = []
+            if isinstance(message, WriteOutput | NeedInput | LoadState | SaveState):
+                try:
+                    event = await self._serve(payload, child, message, written)
                 except (OperatorError, DispatcherError, OSError, ValueError) as error:
                     if isinstance(error, DispatcherError) and error.status_code in {404, 409}:
                         raise _AttemptOverError(error.detail, canceled=False) from None
@@ -303,7 +329,8 @@ class Wrapper:
                         retryable = error.retryable
                     else:
                         retryable = not isinstance(error, DispatcherError) or error.status_code >= 500
-                    return CompletionStatus.FAILED, buffer, f"storing the operator's data failed: {error}", retryable
+                    failure = f"serving the operator's {message.kind} request failed: {error}"
+                    return CompletionStatus.FAILED, buffer, failure, retryable
             receive = asyncio.create_task(child.receive())
             if event is not None:
                 if not buffer:
@@ -313,24 +340,78 @@ class Wrapper:
                     await self._flush(payload, buffer)
                     buffer = []
 
-    async def _serve_data(
-        self, payload: TaskPayload, child: Child, message: WriteOutput | NeedInput, replaced: set[tuple[int, str]]
+    async def _serve(
+        self,
+        payload: TaskPayload,
+        child: Child,
+        message: WriteOutput | NeedInput | LoadState | SaveState,
+        written: set[tuple[int, str]],
     ) -> EmittedEvent | None:
-        """Store what the child wrote (its data event comes back), or hand it its input."""
+        """Store what the child wrote (its data event comes back), hand it its input, or read or save its
+        operator state. A refusal the child can act on goes back to it; anything else fails the attempt."""
         if isinstance(message, WriteOutput):
             # the wrapper stores and then deletes the file: only the child's own files may be named
             if not _inside(message.path, child.workdir):
                 raise OperatorError(
                     f"write: {message.path} is not under the operator's working directory", retryable=False
                 )
-            return await self.data.store_output(payload, message, replaced)
-        try:
-            path = await self.data.fetch_input(payload, child.workdir)
-        except (OperatorError, DispatcherError) as error:
-            await child.send(InputReady(error=str(error)))
-        else:
-            await child.send(InputReady(path=str(path)))
+            return await self.data.store_output(payload, message, written)
+        if isinstance(message, NeedInput):
+            try:
+                path = await self.data.fetch_input(payload, child.workdir)
+            except (OperatorError, DispatcherError) as error:
+                await child.send(InputReady(error=str(error)))
+            else:
+                await child.send(InputReady(path=str(path)))
+            return None
+        if isinstance(message, LoadState):
+            stored = await self.client.read_operator_state(
+                OperatorStateReadRequest(
+                    task_id=payload.task_id, attempt_id=payload.attempt_id, attempt_token=payload.attempt_token
+                )
+            )
+            await child.send(StateLoaded(state=stored.state, revision=stored.revision))
+            return None
+        await child.send(await self._save_state(payload, message))
         return None
+
+    async def _save_state(self, payload: TaskPayload, message: SaveState) -> StateSaved:
+        try:
+            call = OperatorStateWriteRequest(
+                task_id=payload.task_id,
+                attempt_id=payload.attempt_id,
+                attempt_token=payload.attempt_token,
+                expected_revision=message.expected_revision,
+                state=message.state,
+                events=[cascaded(payload, event) for event in message.events],
+            )
+        except ValidationError as error:
+            return StateSaved(error=f"the state or its events are not valid: {error}", retryable=False)
+        try:
+            saved = await self.client.write_operator_state(call)
+        except DispatcherError as error:
+            if error.status_code == 412:
+                current = error.extra.get("revision", 0) if isinstance(error.extra, dict) else 0
+                return StateSaved(conflict=True, revision=current)
+            if error.status_code in {404, 409} or error.status_code >= 500:
+                raise
+            return StateSaved(error=error.detail, retryable=False)
+        return StateSaved(revision=saved.revision)
+
+    async def _cascade_unwritten(self, payload: TaskPayload, written: set[tuple[int, str]]) -> list[EmittedEvent]:
+        """A replace job that rewrote an invalidated scope: each stored output it did not write has that scope
+        cleared and gets its invalidation (see worker.cascade)."""
+        if payload.input_event is None or not rewrites_invalidation(payload):
+            return []
+        scope = payload.input_event.scope
+        outputs = {output for output, _ in written}
+        events = []
+        for target in payload.outputs:
+            if target.storage is OutputStorage.NONE or target.index in outputs:
+                continue
+            await self.data.clear_scope(payload, target.index, scope)
+            events.append(EmittedEvent(output=target.index, kind=EventKind.INVALIDATION, scope=scope))
+        return events
 
     async def _flush(self, payload: TaskPayload, events: list[EmittedEvent]) -> None:
         try:

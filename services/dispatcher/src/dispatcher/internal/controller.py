@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, get, post
+from litestar import Controller, get, post, put
 from litestar.datastructures import State
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
+from dispatcher.internal.operator_state import OperatorStateApi
 from dispatcher.internal.rows import RowsApi
 from dispatcher.internal.service import WorkerApi
 from trace_core.auth.litestar import require_service_credential
@@ -17,6 +18,10 @@ from trace_core.contracts.internal import (
     EmitEventsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    OperatorState,
+    OperatorStateReadRequest,
+    OperatorStateWriteRequest,
+    OperatorStateWriteResponse,
     RowsRequest,
     RowsResponse,
     TaskCanceled,
@@ -90,3 +95,19 @@ class InternalController(Controller):
     async def task_input(self, state: State, data: JSONBody[TaskInputRequest]) -> TaskInputResponse:
         api: RowsApi = state.rows_api
         return await api.task_input(data)
+
+    @post("/operator-state/read", status_code=200, summary="The operator state of the task's job, with its revision")
+    async def operator_state_read(self, state: State, data: JSONBody[OperatorStateReadRequest]) -> OperatorState:
+        api: OperatorStateApi = state.operator_state_api
+        return await api.read(data)
+
+    @put(
+        "/operator-state",
+        status_code=200,
+        summary="Compare-and-swap the job's operator state, storing its events in the same transaction",
+    )
+    async def operator_state_write(
+        self, state: State, data: JSONBody[OperatorStateWriteRequest]
+    ) -> OperatorStateWriteResponse:
+        api: OperatorStateApi = state.operator_state_api
+        return await api.write(data)

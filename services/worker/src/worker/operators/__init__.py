@@ -4,6 +4,8 @@ An operator is a function `run(ctx: OperatorContext) -> Iterable[EmittedEvent | 
 returns (or yields) and events it passes to `ctx.emit` go to the dispatcher through the wrapper. Rows it
 passes to `ctx.write` (or a Parquet file it made, to `ctx.write_file`) go to an output's dataset version
 (Parquet in the object store, or a Postgres table); `ctx.read_input()` gives the rows of the input event's scope.
+Stateful operators keep durable state per job with `ctx.load_state()` and `ctx.save_state(...)`, a
+compare-and-swap that stores the events the new state accounts for in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 
 from trace_core.contracts.events import EmittedEvent, EventScope
 from trace_core.contracts.tasks import OperatorTask, OutputStorage
+from trace_core.dag.operators import Config, parse_config
 
 EventLike = EmittedEvent | dict[str, Any]
 Operator = Callable[["OperatorContext"], Iterable[EventLike] | None]
@@ -34,6 +37,18 @@ class OperatorError(Exception):
         self.retryable = retryable
 
 
+class StateConflictError(OperatorError):
+    """Another writer saved the job's operator state since it was read: read it again and recompute."""
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """A job's operator state as stored: `state` is None and `revision` 0 until the first save."""
+
+    state: dict[str, Any] | None
+    revision: int
+
+
 Rows: TypeAlias = pa.Table | Iterable[dict[str, Any]]
 
 
@@ -44,6 +59,8 @@ class OperatorContext:
     # (Parquet file in the working directory, its rows, output, scope): the wrapper stores it, then emits
     write_callback: Callable[[Path, int, int, EventScope], None]
     input_callback: Callable[[], pa.Table]
+    load_state_callback: Callable[[], StoredState]
+    save_state_callback: Callable[[dict[str, Any], int, list[EmittedEvent]], int]
 
     @property
     def config(self) -> dict[str, Any]:
@@ -86,6 +103,17 @@ class OperatorContext:
             return self.task.input_event.scope
         return scope if isinstance(scope, EventScope) else EventScope.model_validate(scope)
 
+    def load_state(self) -> StoredState:
+        """The job's durable operator state (kept across attempts, tasks and deploys that keep the job)."""
+        return self.load_state_callback()
+
+    def save_state(self, state: dict[str, Any], *, revision: int, events: Iterable[EventLike] = ()) -> int:
+        """Store `state`, computed from `revision`, and emit `events` in the same transaction; the new revision.
+
+        Raises `StateConflictError` when another writer saved since `revision` (nothing is stored then)."""
+        emitted = [e if isinstance(e, EmittedEvent) else EmittedEvent.model_validate(e) for e in events]
+        return self.save_state_callback(state, revision, emitted)
+
     def read_input(self) -> pa.Table:
         """The rows of the input event's scope, from the input dataset's version."""
         if self.task.input_event is None:
@@ -113,7 +141,23 @@ def _array(values: list[Any]) -> pa.Array:
     return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-def registry() -> dict[str, Operator]:
-    from worker.operators import cryo_ingest, noop, python, sql
+def operator_config(ctx: OperatorContext, model: type[Config]) -> Config:
+    """The job's config as the built-in operator's model (the DAG validation checked it with the same one)."""
+    try:
+        return parse_config(model, ctx.task.job.operator, ctx.config)
+    except ValueError as error:
+        raise OperatorError(str(error), retryable=False) from None
 
-    return {"noop": noop.run, "python": python.run, "sql": sql.run, "cryo_ingest": cryo_ingest.run}
+
+def registry() -> dict[str, Operator]:
+    from worker.operators import block_follower, cryo_ingest, noop, python, range_aggregator, range_splitter, sql
+
+    return {
+        "noop": noop.run,
+        "python": python.run,
+        "sql": sql.run,
+        "block_follower": block_follower.run,
+        "range_aggregator": range_aggregator.run,
+        "range_splitter": range_splitter.run,
+        "cryo_ingest": cryo_ingest.run,
+    }

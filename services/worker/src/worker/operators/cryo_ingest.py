@@ -1,6 +1,7 @@
 """`cryo_ingest`: extract the input event's block range with cryo into the versioned Parquet location (SPEC §10).
 
-`config: {datatype: blocks | transactions | logs, rpc_url?, max_concurrent_requests?}`. The range is the input
+`config: {datatype: blocks | transactions | logs, rpc_url?, max_concurrent_requests?}` (`CryoIngestConfig`, checked
+at deploy). The range is the input
 event's `scope.range` (range manifests, e.g. from `range_aggregator`); the RPC is `config.rpc_url`, else the
 worker-pool slot's `RPC_URL`, and either may name slot variables as `${NAME}` (an API key from `secret_env`).
 
@@ -28,11 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trace_core.contracts.events import BlockRange
-from worker.operators import EventLike, OperatorContext, OperatorError
+from trace_core.dag.operators import CryoIngestConfig
+from worker.operators import EventLike, OperatorContext, OperatorError, operator_config
 
-DATATYPES = ("blocks", "transactions", "logs")
-CONFIG_KEYS = {"datatype", "rpc_url", "max_concurrent_requests"}
-DEFAULT_CONCURRENT_REQUESTS = 16
 # cryo retries a failed request itself (default 10 times from 500 ms); a few quick ones cover a hiccup, and a
 # persistent failure comes back to the dispatcher, whose retries have backoff and a limit the job sets
 CRYO_RETRIES = 2
@@ -41,27 +40,14 @@ PROBE_TIMEOUT_S = 10
 
 
 def run(ctx: OperatorContext) -> Iterable[EventLike] | None:
-    config = ctx.config
-    unknown = sorted(set(config) - CONFIG_KEYS)
-    if unknown:
-        raise OperatorError(f"config: unknown keys {unknown}; cryo_ingest takes {sorted(CONFIG_KEYS)}", retryable=False)
-    datatype = config.get("datatype")
-    if datatype not in DATATYPES:
-        raise OperatorError(
-            f"config.datatype must be one of {', '.join(DATATYPES)}, got {json.dumps(datatype)}", retryable=False
-        )
-    concurrency = config.get("max_concurrent_requests", DEFAULT_CONCURRENT_REQUESTS)
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        raise OperatorError(
-            f"config.max_concurrent_requests must be an integer >= 1, got {json.dumps(concurrency)}", retryable=False
-        )
+    config = operator_config(ctx, CryoIngestConfig)
     span = _input_range(ctx)
-    rpc_url = _rpc_url(config.get("rpc_url"))
+    rpc_url = _rpc_url(config.rpc_url)
     _probe(rpc_url, span)
     scratch = Path.cwd() / f"cryo-{uuid.uuid4().hex}"
     try:
-        path = _extract(datatype, span, rpc_url, scratch, concurrency)
-        _check(path, datatype, span, rpc_url)
+        path = _extract(config.datatype, span, rpc_url, scratch, config.max_concurrent_requests)
+        _check(path, config.datatype, span, rpc_url)
         ctx.write_file(path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -83,10 +69,8 @@ def _input_range(ctx: OperatorContext) -> BlockRange:
     return event.scope.range
 
 
-def _rpc_url(configured: object) -> str:
+def _rpc_url(configured: str | None) -> str:
     """config.rpc_url, else the slot's RPC_URL, with `${NAME}` taken from the slot's environment."""
-    if configured is not None and not isinstance(configured, str):
-        raise OperatorError(f"config.rpc_url must be a URL, got {json.dumps(configured)}", retryable=False)
     where = "config.rpc_url" if configured else "the worker-pool slot's RPC_URL"
     template = configured or os.environ.get("RPC_URL")
     if not template:

@@ -1,0 +1,116 @@
+"""User functions of the chain suites (`operator: python`), imported by workers as `tests.chain.udfs:NAME`.
+
+`scripted_chain` stands in for block_follower where a test needs a reorg at an exact moment: it emits the
+events block_follower emits (per-block data events, then an invalidation and the new branch), and writes the
+chain it is on to `dir/chain.json`, which `range_rows` and `old_branch_marks` read as an extractor reads a node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+GO_TIMEOUT_S = 120
+
+
+def _publish(directory: Path, chain: dict[int, str]) -> None:
+    staging = directory / "chain.json.tmp"
+    staging.write_text(json.dumps(chain))
+    os.replace(staging, directory / "chain.json")
+
+
+def _block(number: int, block_hash: str, epoch: int) -> dict[str, Any]:
+    return {
+        "scope": {"cursor": f"{epoch}:{block_hash}", "range": {"start": number, "end": number}},
+        "payload": {"number": number, "hash": block_hash},
+    }
+
+
+def scripted_chain(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Branch a for blocks 0..7; once `dir/go` exists, a reorg replacing 4..7 and branch b for 4..11."""
+    directory = Path(config["dir"])
+    first = {n: f"a{n}" for n in range(8)}
+    _publish(directory, first)
+    for n in range(8):
+        yield _block(n, first[n], 0)
+    deadline = time.monotonic() + GO_TIMEOUT_S
+    while not (directory / "go").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never said go")
+        time.sleep(0.05)
+    second = {**{n: first[n] for n in range(4)}, **{n: f"b{n}" for n in range(4, 12)}}
+    _publish(directory, second)
+    yield {
+        "kind": "invalidation",
+        "scope": {"cursor": "reorg:1", "range": {"start": 4, "end": 7}},
+        "payload": {"fork_block": 3, "depth": 4},
+    }
+    for n in range(4, 12):
+        yield _block(n, second[n], 1)
+
+
+def _chain_rows(event: dict[str, Any], config: dict[str, Any]) -> list[dict[str, Any]]:
+    chain = {int(n): h for n, h in json.loads(Path(config["dir"], "chain.json").read_text()).items()}
+    span = event["scope"]["range"]
+    return [{"number": n, "hash": chain[n]} for n in range(span["start"], span["end"] + 1)]
+
+
+def range_rows(event: dict[str, Any], config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The blocks of the input range as the chain has them now, to output 0 and output 1."""
+    rows = _chain_rows(event, config)
+    yield {"rows": rows, "output": 0}
+    yield {"rows": rows, "output": 1}
+
+
+def old_branch_marks(event: dict[str, Any], config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Rows for the blocks of the range still on branch a; nothing at all written when there are none."""
+    rows = [row for row in _chain_rows(event, config) if row["hash"].startswith("a")]
+    if rows:
+        yield {"rows": rows}
+
+
+def extract_range(event: dict[str, Any], config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The blocks and transactions of the input range, read from the node at `config.rpc_url` (what cryo_ingest
+    does with cryo): blocks to outputs 0 (Parquet) and 1 (Postgres), transactions to output 2 (Parquet)."""
+    import httpx
+
+    span = event["scope"]["range"]
+    numbers = list(range(span["start"], span["end"] + 1))
+    calls = [
+        {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(n), True]}
+        for i, n in enumerate(numbers)
+    ]
+    with httpx.Client(timeout=10) as client:
+        answers = sorted(client.post(config["rpc_url"], json=calls).json(), key=lambda answer: answer["id"])
+    blocks = [answer["result"] for answer in answers]
+    if any(block is None for block in blocks):
+        raise RuntimeError(f"blocks {numbers[0]}..{numbers[-1]} are not all on the chain yet")
+    block_rows = [
+        {
+            "number": int(block["number"], 16),
+            "hash": block["hash"],
+            "parent_hash": block["parentHash"],
+            "timestamp": int(block["timestamp"], 16),
+            "tx_count": len(block["transactions"]),
+        }
+        for block in blocks
+    ]
+    tx_rows = [
+        {
+            "hash": tx["hash"],
+            "block_number": int(block["number"], 16),
+            "block_hash": block["hash"],
+            "from_address": tx["from"],
+            "to_address": tx["to"],
+            "value": str(int(tx["value"], 16)),
+        }
+        for block in blocks
+        for tx in block["transactions"]
+    ]
+    yield {"rows": block_rows, "output": 0}
+    yield {"rows": block_rows, "output": 1}
+    yield {"rows": tx_rows, "output": 2}
