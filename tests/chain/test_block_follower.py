@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from tests.chain.support import assert_in_order_without_gaps, blocks_seen, canonical, emitted, follower_dag
 from tests.support.devchain import Devchain
@@ -23,6 +24,19 @@ def source_task(stack: Stack) -> dict[str, object]:
            JOIN jobs j USING (job_id) WHERE j.job_name = 'blocks'"""
     )
     return task
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids of the processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def wait_emitted_through(stack: Stack, block: int, timeout_s: float = 60) -> None:
@@ -60,10 +74,23 @@ def test_a_sigkilled_worker_resumes_from_the_cursor_without_gaps_or_duplicates(
     devchain.mining(30)  # a block every 30 ms while following
     wait_emitted_through(stack, 40)
     worker.kill()  # SIGKILL mid-run: its attempt's lease expires and the reaper retries it
-    stack.start_worker(concurrency=1)
+    worker = stack.start_worker(concurrency=1)
     wait_for(lambda: source_task(stack)["attempt_count"] == 2, 30, "a second attempt")
     head = devchain.head()["number"]
     wait_emitted_through(stack, head + 20)
+
+    # killed again while idle at the head: its operator children (in their own session) die with it, rather
+    # than polling the node on with no one to report to
+    devchain.mining(None)
+    wait_emitted_through(stack, devchain.head()["number"] - 1)
+    children = children_of(worker.popen.pid)
+    assert children
+    worker.kill()
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 10, "the orphaned children to exit")
+    devchain.mining(30)
+    stack.start_worker(concurrency=1)
+    wait_for(lambda: source_task(stack)["attempt_count"] == 3, 30, "a third attempt")
+    wait_emitted_through(stack, devchain.head()["number"] + 10)
     devchain.mining(None)
     final = devchain.head()["number"]
     wait_emitted_through(stack, final - 1)
