@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from tests.chain.support import assert_in_order_without_gaps, blocks_seen, canonical, emitted, follower_dag
 from tests.support.devchain import Devchain
 from tests.support.stack import Stack, free_port, wait_for
@@ -259,3 +261,34 @@ def test_bad_follower_configs_are_refused_at_deploy(stack: Stack) -> None:
             assert answer.status_code == 422, answer.text
             problems = answer.json()["extra"]
             assert any(p["field"] == field and message in p["message"] for p in problems), problems
+
+
+def test_stored_outputs_hold_one_row_per_block_and_the_new_branch_replaces_the_old(
+    stack: Stack, devchain: Devchain
+) -> None:
+    text = follower_dag(devchain.url).replace(
+        "    max_attempts:",
+        "    outputs: [{storage: postgres, unique_key: [number]}, {storage: s3}]\n    max_attempts:",
+    )
+    stack.deploy(
+        text
+        + "publish:\n  - {job: blocks, output: 0, dataset: heads}\n  - {job: blocks, output: 1, dataset: heads_files}\n"
+    )
+    stack.start_worker(concurrency=1)
+    wait_emitted_through(stack, 18)
+    devchain.reorg(6)  # 15..20 replaced: 15..18 were written
+    head = devchain.head()["number"]
+    wait_for(lambda: any(e["kind"] == "invalidation" for e in emitted(stack)), 30, "the invalidation")
+    wait_emitted_through(stack, head - 2)
+
+    [table] = stack.sql("SELECT storage_location FROM current_dataset_versions WHERE dataset_name = 'heads'")
+    stored = stack.sql(
+        f"SELECT number, hash, parent_hash, _trace_scope FROM {table['storage_location']} ORDER BY number"
+    )
+    chain = canonical(devchain, head - 2)
+    assert [(r["number"], r["hash"]) for r in stored] == sorted(chain.items())  # one row per block, new branch
+    assert stored[16]["_trace_scope"] == '{"c":null,"p":null,"r":[16,16]}'  # stored under the block's range
+    [files] = stack.sql("SELECT storage_location FROM current_dataset_versions WHERE dataset_name = 'heads_files'")
+    folder = stack.home / "objects" / files["storage_location"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}_{n}.parquet" for n in chain)
+    assert pq.read_table(folder / "16_16.parquet").to_pylist()[0]["hash"] == chain[16]
