@@ -81,7 +81,7 @@ def settled(stack: Stack, name: str, through: int) -> bool:
                 + (SELECT count(*) FROM tasks WHERE input_event_id IS NOT NULL
                    AND status NOT IN ('Completed', 'Failed', 'Canceled')) AS n"""
     )
-    return busy["n"] == 0
+    return bool(busy["n"] == 0)
 
 
 def published(stack: Stack, name: str, last: int) -> dict[str, Any]:
