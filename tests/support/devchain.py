@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from tests.support.stack import REPO, free_port, wait_for
+from devchain import launch
+from tests.support.stack import REPO, free_port
 
 
 class RpcCallError(AssertionError):
@@ -89,15 +89,6 @@ class Devchain:
                 self.process.wait()
 
 
-def _answers(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"devchain exited: {log.read_text(errors='replace')}")
-    try:
-        return httpx.get(f"{url}/control/head", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @contextmanager
 def running_devchain(
     log_dir: Path, seed: int = 7, initial_blocks: int = 0, block_time_ms: int | None = None
@@ -106,16 +97,13 @@ def running_devchain(
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"devchain-{port}.log"
-    args = [sys.executable, "-m", "devchain", "--port", str(port), "--seed", str(seed)]
-    args += ["--initial-blocks", str(initial_blocks)]
-    if block_time_ms is not None:
-        args += ["--block-time-ms", str(block_time_ms)]
+    argv = launch.command(port, seed, initial_blocks=initial_blocks, block_time_ms=block_time_ms)
     with log.open("wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     chain = Devchain(url=url, process=process, log=log)
     try:
-        wait_for(lambda: _answers(url, process, log), 60, "devchain to answer")
+        launch.wait_ready(url, process, log, timeout_s=60)
         yield chain
     finally:
         chain.stop()

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import traceback
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -64,10 +63,8 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
     if operator is None:
         return Done(status="failed", error=f"unknown operator {message.task.job.operator!r}", retryable=False)
 
-    def write(table: pa.Table, output: int, scope: EventScope) -> None:
-        path = Path.cwd() / f"output-{uuid.uuid4().hex}.parquet"
-        pq.write_table(table, path)
-        _send(out, WriteOutput(output=output, scope=scope, path=str(path), rows=table.num_rows))
+    def write(path: Path, rows: int, output: int, scope: EventScope) -> None:
+        _send(out, WriteOutput(output=output, scope=scope, path=str(path), rows=rows))
 
     def read_input() -> pa.Table:
         _send(out, NeedInput())

@@ -289,13 +289,17 @@ class Wrapper:
                 receive.cancel()
                 heartbeat.result()  # raises _AttemptOverError
             if receive not in done:
-                if buffer and time.monotonic() >= flush_at:
+                # uvloop's timers have millisecond resolution and may wake a little early: only a deadline that
+                # has passed is a timeout (a flush timer waking early was taken for one and killed the task)
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    receive.cancel()
+                    await child.kill()
+                    return CompletionStatus.FAILED, buffer, f"timed out after {payload.job.timeout_s}s", True
+                if buffer and now >= flush_at:
                     await self._flush(payload, buffer)
                     buffer = []
-                    continue
-                receive.cancel()
-                await child.kill()
-                return CompletionStatus.FAILED, buffer, f"timed out after {payload.job.timeout_s}s", True
+                continue
             try:
                 message = receive.result()
             except ChildDiedError as died:
@@ -321,7 +325,10 @@ class Wrapper:
                     if isinstance(error, DispatcherError) and error.status_code in {404, 409}:
                         raise _AttemptOverError(error.detail, canceled=False) from None
                     await child.kill()
-                    retryable = not isinstance(error, DispatcherError) or error.status_code >= 500
+                    if isinstance(error, OperatorError):
+                        retryable = error.retryable
+                    else:
+                        retryable = not isinstance(error, DispatcherError) or error.status_code >= 500
                     failure = f"serving the operator's {message.kind} request failed: {error}"
                     return CompletionStatus.FAILED, buffer, failure, retryable
             receive = asyncio.create_task(child.receive())
@@ -343,6 +350,11 @@ class Wrapper:
         """Store what the child wrote (its data event comes back), hand it its input, or read or save its
         operator state. A refusal the child can act on goes back to it; anything else fails the attempt."""
         if isinstance(message, WriteOutput):
+            # the wrapper stores and then deletes the file: only the child's own files may be named
+            if not _inside(message.path, child.workdir):
+                raise OperatorError(
+                    f"write: {message.path} is not under the operator's working directory", retryable=False
+                )
             return await self.data.store_output(payload, message, written)
         if isinstance(message, NeedInput):
             try:
@@ -473,6 +485,11 @@ class Wrapper:
                 error = result.error or CallError(status_code=500, detail="the dispatcher gave no answer")
                 answers.append(DispatcherError(error.status_code, error.detail))
         return answers
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is under `folder` once links and `..` are resolved (two stat calls: fine in the loop)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
 async def _settle(tasks: set[asyncio.Task[None]], timeout_s: float) -> None:

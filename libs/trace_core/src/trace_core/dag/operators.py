@@ -6,7 +6,7 @@ Operators not listed here (user UDFs under `python`, operators of later issues) 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -65,6 +65,15 @@ class RangeSplitterConfig(OperatorConfig):
     max_units: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 100_000
 
 
+class CryoIngestConfig(OperatorConfig):
+    """`cryo_ingest`: extracts each input range with cryo; the RPC is `rpc_url`, else the slot's `RPC_URL`, and
+    either may name slot variables as `${NAME}`."""
+
+    datatype: Literal["blocks", "transactions", "logs"]
+    rpc_url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)] | None = None
+    max_concurrent_requests: Annotated[StrictInt, Field(ge=1, le=1024)] = 16
+
+
 class SqlConfig(OperatorConfig):
     query: Annotated[str, Field(min_length=1)]
 
@@ -81,6 +90,7 @@ OPERATOR_CONFIGS: dict[str, type[OperatorConfig]] = {
     "block_follower": BlockFollowerConfig,
     "range_aggregator": RangeAggregatorConfig,
     "range_splitter": RangeSplitterConfig,
+    "cryo_ingest": CryoIngestConfig,
     "sql": SqlConfig,
     "python": PythonConfig,
 }

@@ -2,20 +2,24 @@
 
 An operator is a function `run(ctx: OperatorContext) -> Iterable[EmittedEvent | dict] | None`: events it
 returns (or yields) and events it passes to `ctx.emit` go to the dispatcher through the wrapper. Rows it
-passes to `ctx.write` go to an output's dataset version (Parquet in the object store, or a Postgres table);
-`ctx.read_input()` gives the rows of the input event's scope. Stateful operators keep durable state per job
-with `ctx.load_state()` and `ctx.save_state(...)`, a compare-and-swap that stores the events the new state
-accounts for in the same transaction.
+passes to `ctx.write` (or a Parquet file it made, to `ctx.write_file`) go to an output's dataset version
+(Parquet in the object store, or a Postgres table); `ctx.read_input()` gives the rows of the input event's scope.
+Stateful operators keep durable state per job with `ctx.load_state()` and `ctx.save_state(...)`, a
+compare-and-swap that stores the events the new state accounts for in the same transaction.
 """
 
 from __future__ import annotations
 
 import decimal
+import os
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from trace_core.contracts.events import EmittedEvent, EventScope
 from trace_core.contracts.tasks import OperatorTask, OutputStorage
@@ -52,7 +56,8 @@ Rows: TypeAlias = pa.Table | Iterable[dict[str, Any]]
 class OperatorContext:
     task: OperatorTask
     emit_callback: Callable[[EmittedEvent], None]
-    write_callback: Callable[[pa.Table, int, EventScope], None]
+    # (Parquet file in the working directory, its rows, output, scope): the wrapper stores it, then emits
+    write_callback: Callable[[Path, int, int, EventScope], None]
     input_callback: Callable[[], pa.Table]
     load_state_callback: Callable[[], StoredState]
     save_state_callback: Callable[[dict[str, Any], int, list[EmittedEvent]], int]
@@ -68,6 +73,25 @@ class OperatorContext:
         """Store `rows` in output `output` for `scope` (default: the input event's scope), then emit its data
         event. With `update_strategy: replace`, the first write of a scope in an attempt replaces what earlier
         attempts or tasks wrote for it."""
+        target = self._target(output, scope)
+        table = rows if isinstance(rows, pa.Table) else _table(list(rows))
+        path = Path.cwd() / f"output-{uuid.uuid4().hex}.parquet"
+        pq.write_table(table, path)
+        self.write_callback(path, table.num_rows, output, target)
+
+    def write_file(self, path: Path, output: int = 0, scope: EventScope | dict[str, Any] | None = None) -> int:
+        """Store the Parquet file `path` (made by the operator in its working directory, e.g. by cryo) as `write`
+        stores rows, without reading it into memory; the file is moved away (consumed). Returns its row count."""
+        target = self._target(output, scope)
+        rows: int = pq.read_metadata(path).num_rows
+        # the wrapper stores the file after this returns: move it where the operator's own clean-up cannot reach
+        handed = Path.cwd() / f"output-{uuid.uuid4().hex}.parquet"
+        os.replace(path, handed)
+        self.write_callback(handed, rows, output, target)
+        return rows
+
+    def _target(self, output: int, scope: EventScope | dict[str, Any] | None) -> EventScope:
+        """The scope a write goes to, once `output` is known to store rows."""
         if output >= len(self.task.outputs) or self.task.outputs[output].storage is OutputStorage.NONE:
             stored = [o.index for o in self.task.outputs if o.storage is not OutputStorage.NONE]
             raise OperatorError(
@@ -76,9 +100,8 @@ class OperatorContext:
         if scope is None:
             if self.task.input_event is None:
                 raise OperatorError("write: a source task must give the scope of the rows it writes", retryable=False)
-            scope = self.task.input_event.scope
-        table = rows if isinstance(rows, pa.Table) else _table(list(rows))
-        self.write_callback(table, output, scope if isinstance(scope, EventScope) else EventScope.model_validate(scope))
+            return self.task.input_event.scope
+        return scope if isinstance(scope, EventScope) else EventScope.model_validate(scope)
 
     def load_state(self) -> StoredState:
         """The job's durable operator state (kept across attempts, tasks and deploys that keep the job)."""
@@ -127,7 +150,7 @@ def operator_config(ctx: OperatorContext, model: type[Config]) -> Config:
 
 
 def registry() -> dict[str, Operator]:
-    from worker.operators import block_follower, noop, python, range_aggregator, range_splitter, sql
+    from worker.operators import block_follower, cryo_ingest, noop, python, range_aggregator, range_splitter, sql
 
     return {
         "noop": noop.run,
@@ -136,4 +159,5 @@ def registry() -> dict[str, Operator]:
         "block_follower": block_follower.run,
         "range_aggregator": range_aggregator.run,
         "range_splitter": range_splitter.run,
+        "cryo_ingest": cryo_ingest.run,
     }
