@@ -11,6 +11,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from tests.chain.support import assert_in_order_without_gaps, blocks_seen, canonical, emitted, follower_dag
 from tests.support.devchain import Devchain
@@ -23,6 +26,19 @@ def source_task(stack: Stack) -> dict[str, object]:
            JOIN jobs j USING (job_id) WHERE j.job_name = 'blocks'"""
     )
     return task
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids of the processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def wait_emitted_through(stack: Stack, block: int, timeout_s: float = 60) -> None:
@@ -60,10 +76,23 @@ def test_a_sigkilled_worker_resumes_from_the_cursor_without_gaps_or_duplicates(
     devchain.mining(30)  # a block every 30 ms while following
     wait_emitted_through(stack, 40)
     worker.kill()  # SIGKILL mid-run: its attempt's lease expires and the reaper retries it
-    stack.start_worker(concurrency=1)
+    worker = stack.start_worker(concurrency=1)
     wait_for(lambda: source_task(stack)["attempt_count"] == 2, 30, "a second attempt")
     head = devchain.head()["number"]
     wait_emitted_through(stack, head + 20)
+
+    # killed again while idle at the head: its operator children (in their own session) die with it, rather
+    # than polling the node on with no one to report to
+    devchain.mining(None)
+    wait_emitted_through(stack, devchain.head()["number"] - 1)
+    children = children_of(worker.popen.pid)
+    assert children
+    worker.kill()
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 10, "the orphaned children to exit")
+    devchain.mining(30)
+    stack.start_worker(concurrency=1)
+    wait_for(lambda: source_task(stack)["attempt_count"] == 3, 30, "a third attempt")
+    wait_emitted_through(stack, devchain.head()["number"] + 10)
     devchain.mining(None)
     final = devchain.head()["number"]
     wait_emitted_through(stack, final - 1)
@@ -232,3 +261,34 @@ def test_bad_follower_configs_are_refused_at_deploy(stack: Stack) -> None:
             assert answer.status_code == 422, answer.text
             problems = answer.json()["extra"]
             assert any(p["field"] == field and message in p["message"] for p in problems), problems
+
+
+def test_stored_outputs_hold_one_row_per_block_and_the_new_branch_replaces_the_old(
+    stack: Stack, devchain: Devchain
+) -> None:
+    text = follower_dag(devchain.url).replace(
+        "    max_attempts:",
+        "    outputs: [{storage: postgres, unique_key: [number]}, {storage: s3}]\n    max_attempts:",
+    )
+    stack.deploy(
+        text
+        + "publish:\n  - {job: blocks, output: 0, dataset: heads}\n  - {job: blocks, output: 1, dataset: heads_files}\n"
+    )
+    stack.start_worker(concurrency=1)
+    wait_emitted_through(stack, 18)
+    devchain.reorg(6)  # 15..20 replaced: 15..18 were written
+    head = devchain.head()["number"]
+    wait_for(lambda: any(e["kind"] == "invalidation" for e in emitted(stack)), 30, "the invalidation")
+    wait_emitted_through(stack, head - 2)
+
+    [table] = stack.sql("SELECT storage_location FROM current_dataset_versions WHERE dataset_name = 'heads'")
+    stored = stack.sql(
+        f"SELECT number, hash, parent_hash, _trace_scope FROM {table['storage_location']} ORDER BY number"
+    )
+    chain = canonical(devchain, head - 2)
+    assert [(r["number"], r["hash"]) for r in stored] == sorted(chain.items())  # one row per block, new branch
+    assert stored[16]["_trace_scope"] == '{"c":null,"p":null,"r":[16,16]}'  # stored under the block's range
+    [files] = stack.sql("SELECT storage_location FROM current_dataset_versions WHERE dataset_name = 'heads_files'")
+    folder = stack.home / "objects" / files["storage_location"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}_{n}.parquet" for n in chain)
+    assert pq.read_table(folder / "16_16.parquet").to_pylist()[0]["hash"] == chain[16]

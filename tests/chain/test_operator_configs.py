@@ -118,12 +118,13 @@ def test_what_the_chain_operators_need_of_their_jobs() -> None:
         dag()
         .replace(
             "activation: source\n    operator: block_follower",
-            "operator: block_follower\n    inputs: [{from: {job: units}}]",
+            "operator: block_follower\n    runtime: lambda_py\n    inputs: [{from: {job: units}}]",
         )
         .replace("config: {range_size: 100}", ranges)
     )
     found = {(f, m) for f, _, m in problems(text)}
     assert ("jobs.blocks.activation", "block_follower is a source: set activation: source") in found
+    assert ("jobs.blocks.runtime", "block_follower runs for as long as it follows: use ecs_python") in found
     assert ("jobs.ranges.execution_strategy", "range_aggregator consumes blocks in order: it runs PerUpdate") in found
     assert (
         "jobs.ranges.scaling.max_concurrency",

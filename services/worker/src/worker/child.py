@@ -6,7 +6,9 @@ wrapper. What the operator prints goes to stderr, so it cannot corrupt the proto
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Iterable
@@ -34,6 +36,7 @@ from trace_core.contracts.operator import (
 from worker.operators import OperatorContext, OperatorError, StateConflictError, StoredState, registry
 
 MAX_ERROR_CHARS = 8_000
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _send(out: IO[str], message: BaseModel) -> None:
@@ -105,7 +108,16 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
     return Done(status="succeeded")
 
 
+def _die_with_the_wrapper() -> None:
+    """Ask Linux to SIGKILL this process when the wrapper dies. Children run in their own session (a signal to
+    the wrapper's group must not hit them mid-task), so a SIGKILLed wrapper would otherwise leave a
+    long-running operator (a block_follower polling its node) running with no one to report to."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def main() -> None:
+    _die_with_the_wrapper()
     protocol_out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # operator output goes to stderr
     base_env = dict(os.environ)

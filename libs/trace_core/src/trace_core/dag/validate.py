@@ -5,7 +5,7 @@ from __future__ import annotations
 from graphlib import CycleError, TopologicalSorter
 
 from trace_core import naming
-from trace_core.dag.config import Activation, DagConfig, ExecutionStrategy, UpdateStrategy
+from trace_core.dag.config import Activation, DagConfig, ExecutionStrategy, Runtime, UpdateStrategy
 from trace_core.dag.errors import ConfigIssue
 from trace_core.dag.operators import config_problems
 
@@ -161,6 +161,10 @@ def _check_operators(config: DagConfig) -> list[ConfigIssue]:
         if job.operator == "block_follower":
             if job.activation is not Activation.SOURCE:
                 issues.append(ConfigIssue((*path, "activation"), "block_follower is a source: set activation: source"))
+            if job.runtime != Runtime.ECS_PYTHON.value:
+                issues.append(
+                    ConfigIssue((*path, "runtime"), "block_follower runs for as long as it follows: use ecs_python")
+                )
             slots = config.worker_pools.get(job.worker_pool or "", [])
             every_slot_sets_url = bool(slots) and all("RPC_URL" in (s.env | s.secret_env) for s in slots)
             if "rpc_url" not in job.config and not every_slot_sets_url:
