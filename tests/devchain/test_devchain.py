@@ -3,6 +3,7 @@ cryo extracting from it."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from pathlib import Path
@@ -251,13 +252,16 @@ def test_cryo_extracts_blocks_transactions_and_logs(devchain: Devchain, tmp_path
     head = devchain.head()["number"]
     blocks = _blocks(devchain, 1, head)
     logs = devchain.rpc("eth_getLogs", {"fromBlock": "0x1", "toBlock": hex(head)})
-    cryo.freeze(
-        ["blocks", "transactions", "logs"],
-        blocks=[f"1:{head + 1}"],
-        rpc=devchain.url,
-        output_dir=str(tmp_path),
-        verbose=False,
-        max_concurrent_requests=8,
+    # async_freeze under asyncio.run: `cryo.freeze` leaves its event loop open (a ResourceWarning later)
+    asyncio.run(
+        cryo.async_freeze(
+            ["blocks", "transactions", "logs"],
+            blocks=[f"1:{head + 1}"],
+            rpc=devchain.url,
+            output_dir=str(tmp_path),
+            verbose=False,
+            max_concurrent_requests=8,
+        )
     )
     files = {path.name.split("__")[1]: pq.read_table(path) for path in tmp_path.glob("*.parquet")}
     assert sorted(files) == ["blocks", "logs", "transactions"]
