@@ -72,6 +72,7 @@ def test_dev_up_detach_then_down(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "TRACE_DATABASE_URL"}
     env |= {"TRACE_HOME": str(home), "TRACE_DISPATCHER_PORT": str(_free_port()), "TRACE_QUERY_PORT": str(_free_port())}
+    env |= {"TRACE_DEVCHAIN_PORT": str(_free_port()), "TRACE_DEVCHAIN_BLOCK_TIME_MS": "100"}
     up = subprocess.run([*TRACE, "dev", "up", "--detach"], env=env, capture_output=True, text=True, timeout=120)
     try:
         assert up.returncode == 0, up.stderr + up.stdout
@@ -101,10 +102,23 @@ def test_dev_up_detach_then_down(tmp_path: Path) -> None:
         ]
         refused = subprocess.run([*TRACE, "query", "select * from nowhere"], env=env, capture_output=True, text=True)
         assert refused.returncode == 1 and "404" in refused.stderr
+
+        # the main job: `up` deployed examples/eth_devchain.yaml against its devchain, which mines
+        assert "deployed examples/eth_devchain.yaml" in up.stdout
+        head = httpx.get(f"{state['devchain_url']}/control/head", timeout=5).json()["number"]
+        assert head >= 100
+
+        def extracted() -> list[str] | None:
+            sql = "select count(*) as n, count(distinct block_number) as distinct_blocks from eth_blocks"
+            run = subprocess.run([*TRACE, "query", sql, "--format", "csv"], env=env, capture_output=True, text=True)
+            return run.stdout.splitlines() if run.returncode == 0 and run.stdout.startswith("n,") else None
+
+        rows, distinct = (int(v) for v in wait_for(extracted, 90, "eth_blocks to answer")[1].split(","))
+        assert rows == distinct and rows % 50 == 0, (rows, distinct)  # whole ranges of 50 blocks, none twice
     finally:
         down = subprocess.run([*TRACE, "dev", "down"], env=env, capture_output=True, text=True, timeout=60)
-    assert down.returncode == 0 and "dispatcher" in down.stdout and "postgres" in down.stdout
-    assert "query-service" in down.stdout
+    assert down.returncode == 0 and "dispatcher" in down.stdout and "postgres" in down.stdout, down.stderr
+    assert "query-service" in down.stdout and "devchain" in down.stdout
     assert not (home / "dev.json").exists()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{state['dispatcher_url']}/healthz", timeout=2)

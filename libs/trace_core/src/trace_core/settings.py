@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     query_concurrency: int = Field(
         8, ge=1, description="Queries one Query Service process runs at once; more wait for a free slot."
     )
+    devchain_port: int = Field(
+        8545, description="Port of the devchain that `trace dev up` starts (JSON-RPC and control)."
+    )
+    devchain_block_time_ms: int = Field(
+        250, ge=1, description="`trace dev up`'s devchain mines one block this often (milliseconds)."
+    )
 
     @model_validator(mode="after")
     def _no_default_credential_outside_local(self) -> Self:
