@@ -71,3 +71,9 @@ def old_branch_marks(event: dict[str, Any], config: dict[str, Any]) -> Iterator[
     rows = [row for row in _chain_rows(event, config) if row["hash"].startswith("a")]
     if rows:
         yield {"rows": rows}
+
+
+def numbered_blocks(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Per-block events for blocks `first..last`, as block_follower emits them (hash `h<n>`)."""
+    for n in range(config["first"], config["last"] + 1):
+        yield {"scope": {"cursor": f"0:h{n}", "range": {"start": n, "end": n}}, "payload": {"number": n}}
