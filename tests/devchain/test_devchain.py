@@ -246,18 +246,23 @@ def test_block_time_mining(tmp_path: Path) -> None:
 
 
 def test_cryo_extracts_blocks_transactions_and_logs(devchain: Devchain, tmp_path: Path) -> None:
+    import asyncio
+
     import cryo
 
     head = devchain.head()["number"]
     blocks = _blocks(devchain, 1, head)
     logs = devchain.rpc("eth_getLogs", {"fromBlock": "0x1", "toBlock": hex(head)})
-    cryo.freeze(
-        ["blocks", "transactions", "logs"],
-        blocks=[f"1:{head + 1}"],
-        rpc=devchain.url,
-        output_dir=str(tmp_path),
-        verbose=False,
-        max_concurrent_requests=8,
+    # cryo.freeze leaves the event loop it makes unclosed (its ResourceWarning then fails a later test at gc)
+    asyncio.run(
+        cryo.async_freeze(
+            ["blocks", "transactions", "logs"],
+            blocks=[f"1:{head + 1}"],
+            rpc=devchain.url,
+            output_dir=str(tmp_path),
+            verbose=False,
+            max_concurrent_requests=8,
+        )
     )
     files = {path.name.split("__")[1]: pq.read_table(path) for path in tmp_path.glob("*.parquet")}
     assert sorted(files) == ["blocks", "logs", "transactions"]
