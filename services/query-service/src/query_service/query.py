@@ -8,6 +8,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.exceptions import ClientException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
@@ -124,6 +125,18 @@ class QueryStatus(BaseModel):
     pins: list[PinOut]
 
 
+def _query_id(value: str) -> UUID:
+    """The path's query id; a malformed one is a 400 naming the field (a `uuid` route type would answer 404)."""
+    try:
+        return UUID(value)
+    except ValueError:
+        raise ClientException(
+            detail=f"query_id: {value[:100]!r} is not a query id (a UUID)",
+            status_code=400,
+            extra=[{"key": "query_id", "message": "not a UUID", "source": "path"}],
+        ) from None
+
+
 def _status_url(query_id: UUID) -> str:
     return f"/v1/query/{query_id}"
 
@@ -210,13 +223,13 @@ class QueryController(Controller):
             found.result, data.format, headers, {"query_id": str(found.query_id), "dataset_versions": versions}
         )
 
-    @get("/{query_id:uuid}", summary="A query's status, pins and (a succeeded batch query's) result link")
-    async def status(self, request: Req, query_id: FromPath[UUID], state: State) -> QueryStatus:
+    @get("/{query_id:str}", summary="A query's status, pins and (a succeeded batch query's) result link")
+    async def status(self, request: Req, query_id: FromPath[str], state: State) -> QueryStatus:
         batch: BatchQueries = state.batch_queries
-        return _status(await batch.query(request.user, query_id))
+        return _status(await batch.query(request.user, _query_id(query_id)))
 
     @get(
-        "/{query_id:uuid}/result",
+        "/{query_id:str}/result",
         summary="A page of a succeeded batch query's result",
         description="Rows `offset` to `offset + limit - 1` in the result's order, as json (with `next_offset`, null "
         "on the last page), an Arrow IPC stream or CSV (a header line on every page); `X-Trace-Next-Offset` and "
@@ -225,17 +238,17 @@ class QueryController(Controller):
     async def result(
         self,
         request: Req,
-        query_id: FromPath[UUID],
+        query_id: FromPath[str],
         state: State,
         format: Annotated[ResultFormat | None, QueryParameter(description="default: the query's `format`")] = None,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=RESULT_PAGE_MAX_ROWS)] = RESULT_PAGE_DEFAULT_ROWS,
     ) -> Response[Any]:
         batch: BatchQueries = state.batch_queries
-        page: ResultPage = await batch.page(request.user, query_id, offset=offset, limit=limit)
+        page: ResultPage = await batch.page(request.user, _query_id(query_id), offset=offset, limit=limit)
         next_offset = page.next_offset
         headers = {
-            "X-Trace-Query-Id": str(query_id),
+            "X-Trace-Query-Id": str(page.query["query_id"]),
             "X-Trace-Row-Count": str(page.result.table.num_rows),
             "X-Trace-Total-Rows": str(page.query["row_count"]),
             "X-Trace-Offset": str(offset),
@@ -244,7 +257,7 @@ class QueryController(Controller):
         }
         versions = {pin["dataset_name"]: pin["dataset_version"] for pin in page.query["pins"]}
         body = {
-            "query_id": str(query_id),
+            "query_id": str(page.query["query_id"]),
             "total_rows": page.query["row_count"],
             "offset": offset,
             "next_offset": next_offset,
@@ -252,7 +265,7 @@ class QueryController(Controller):
         }
         return _rows_response(page.result, format or ResultFormat(page.query["format"]), headers, body)
 
-    @post("/{query_id:uuid}/cancel", status_code=200, summary="Cancel a queued or running batch query")
-    async def cancel(self, request: Req, query_id: FromPath[UUID], state: State) -> BatchQueryCancelResponse:
+    @post("/{query_id:str}/cancel", status_code=200, summary="Cancel a queued or running batch query")
+    async def cancel(self, request: Req, query_id: FromPath[str], state: State) -> BatchQueryCancelResponse:
         batch: BatchQueries = state.batch_queries
-        return await batch.cancel(request.user, query_id)
+        return await batch.cancel(request.user, _query_id(query_id))
