@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import boto3
 import httpx
+import pyarrow as pa
 import pyarrow.ipc
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from tests.query.registry import Org, make_org, write_parquet
+from tests.support.aws import AWS_ENV, moto_server
 from tests.support.dags import EXAMPLES
 from tests.support.rows import Conn
-from tests.support.stack import Stack, wait_for
+from tests.support.stack import Stack, running_stack, wait_for
 from trace_cli.main import app as cli
+from trace_core.objectstore import S3ObjectStore
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 
@@ -267,3 +273,44 @@ async def publish_numbers_and_owners(org: Org, objects: Path) -> tuple[UUID, UUI
         ],
     )
     return org.datasets["numbers"].version, org.datasets["owners"].version
+
+
+@pytest.fixture
+def s3_stack(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stack, str]]:
+    """A stack (dispatcher, Query Service, one worker) whose object store is a bucket of moto's server."""
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    with moto_server() as endpoint:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="trace-objects")
+        env = {**AWS_ENV, "TRACE_OBJECT_STORE": "s3://trace-objects/data", "TRACE_AWS_ENDPOINT_URL": endpoint}
+        with running_stack(database_url, tmp_path / "stack", env) as stack:
+            stack.start_dispatcher()
+            stack.start_query_service()
+            stack.start_worker(concurrency=1)
+            yield stack, endpoint
+
+
+async def test_batch_query_on_s3(s3_stack: tuple[Stack, str], tmp_path: Path, db: Conn) -> None:
+    """The wrapper stages the pinned Parquet from the bucket and stores the result there; the Query Service reads
+    its pages through httpfs. The operator child holds no AWS key: it reads only what was staged for it."""
+    stack, endpoint = s3_stack
+    org = await make_org(db, "beta")
+    token = _token(org.admin)
+    await org.publish("blocks", "s3")
+    local = tmp_path / "blocks.parquet"
+    pq.write_table(pa.table({"number": [1, 2, 3]}), local)
+    store = S3ObjectStore("s3://trace-objects/data", region="us-east-1", endpoint_url=endpoint)
+    try:
+        await store.put_file(org.parquet_key("blocks", 1, 3), local)
+        await org.publish("owners", "postgres")
+        await org.create_table("owners", "n bigint, owner text", [(2, "ann", "1_3"), (3, "bob", "1_3")])
+        sql = "select b.number, o.owner from blocks b left join owners o on o.n = b.number order by 1"
+        done = finished(stack, submit(stack, sql, token)["query_id"], token)
+        assert done["status"] == "succeeded", done
+        with stack.query_client(token) as api:
+            page = api.get(done["result_url"]).json()
+        assert page["rows"] == interactive(stack, sql, token)["rows"] == [[1, None], [2, "ann"], [3, "bob"]]
+        prefix = f"org/{org.org_id}/query/{done['query_id']}"
+        assert await store.list_keys(prefix) == [f"{prefix}/attempt-1.parquet"]
+    finally:
+        await store.close()
