@@ -94,7 +94,7 @@ class BatchQueryApi:
                     dataset_uuid=dataset.dataset_uuid,
                     dataset_version=dataset.dataset_version,
                 )
-                for dataset in pinned.datasets
+                for dataset in sorted(pinned.datasets, key=lambda dataset: dataset.dataset_name)
             ],
         )
 

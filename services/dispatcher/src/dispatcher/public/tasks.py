@@ -58,6 +58,7 @@ class TaskController(Controller):
             rows = await repo.list_tasks(
                 conn,
                 org_id=request.user.org_id,
+                is_admin=request.user.is_admin,
                 dag=dag,
                 job=job,
                 status=status.value if status else None,
@@ -72,7 +73,7 @@ class TaskController(Controller):
     async def get_task(self, request: Req, state: State, task_id: FromPath[UUID]) -> dict[str, Any]:
         pool: Pool = state.db_pool
         async with pool.connection() as conn:
-            row = await repo.task_detail(conn, request.user.org_id, task_id)
+            row = await repo.task_detail(conn, request.user.org_id, task_id, request.user.is_admin)
         if row is None:
             raise NotFoundException(f"no task {task_id}")
         return row

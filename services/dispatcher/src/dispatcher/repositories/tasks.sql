@@ -262,12 +262,13 @@ WHERE task_id = %(task_id)s
 RETURNING status;
 
 -- name: list_tasks --
+-- Tasks of system DAGs (users' batch queries, whose errors quote their SQL) only for admins.
 SELECT t.task_id, d.dag_name, vj.job_name, t.status, t.attempt_count, t.max_attempts, t.partition_key,
        t.input_event_id, t.created_at, t.updated_at, t.finished_at, t.last_error
 FROM tasks t
 JOIN dags d ON d.dag_id = t.dag_id
 JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
-WHERE t.org_id = %(org_id)s
+WHERE t.org_id = %(org_id)s AND (NOT d.system OR %(is_admin)s)
   AND (%(dag)s::text IS NULL OR d.dag_name = %(dag)s)
   AND (%(job)s::text IS NULL OR vj.job_name = %(job)s)
   AND (%(status)s::text IS NULL OR t.status = %(status)s)
@@ -288,7 +289,7 @@ SELECT t.task_id, d.dag_name, vj.job_name, t.status, t.attempt_count, t.max_atte
 FROM tasks t
 JOIN dags d ON d.dag_id = t.dag_id
 JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
-WHERE t.task_id = %(task_id)s AND t.org_id = %(org_id)s;
+WHERE t.task_id = %(task_id)s AND t.org_id = %(org_id)s AND (NOT d.system OR %(is_admin)s);
 
 -- name: source_job --
 SELECT j.job_id, j.org_id, j.dag_id, j.runtime, j.activation, vj.max_attempts, d.active_version_id
