@@ -205,6 +205,9 @@ async def test_only_the_owner_or_an_admin_sees_a_batch_query(batch_stack: Stack,
     assert done["status"] == "succeeded"
     with stack.query_client(_token(analyst)) as api:
         assert api.get(done["result_url"]).json()["rows"] == [[3]]
+        (stack.home / "objects" / "org" / str(org.org_id) / "query" / query_id / "attempt-1.parquet").unlink()
+        gone = api.get(done["result_url"])
+        assert gone.status_code == 410 and gone.json()["detail"].startswith("the stored result cannot be read")
 
 
 async def test_failed_sql_timeouts_and_cancel(batch_stack: Stack, db: Conn) -> None:

@@ -273,7 +273,12 @@ async def test_unknown_and_malformed_query_ids(query_client: Client, org: Org) -
         malformed = await query_client.get(path, headers=org.admin)
         assert malformed.status_code == 400, malformed.text
         assert "query_id" in malformed.text and "Traceback" not in malformed.text
-    for params, field in [({"offset": -1}, "offset"), ({"limit": 0}, "limit"), ({"format": "xml"}, "format")]:
+    bad_params: list[tuple[dict[str, int | str], str]] = [
+        ({"offset": -1}, "offset"),
+        ({"limit": 0}, "limit"),
+        ({"format": "xml"}, "format"),
+    ]
+    for params, field in bad_params:
         bad = await query_client.get(f"/v1/query/{unknown}/result", params=params, headers=org.admin)
         assert bad.status_code == 400 and field in bad.text, bad.text
 

@@ -21,6 +21,7 @@ from trace_core.query.errors import (
     QueryRefusedError,
     QuerySqlError,
     QueryTimeoutError,
+    ResultUnavailableError,
 )
 from trace_core.query.statements import CheckedQuery, check_query
 
@@ -37,6 +38,7 @@ __all__ = [
     "QuerySqlError",
     "QueryTimeoutError",
     "Reader",
+    "ResultUnavailableError",
     "WrittenResult",
     "check_query",
     "finish_query",

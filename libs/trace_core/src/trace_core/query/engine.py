@@ -34,7 +34,13 @@ from psycopg.conninfo import conninfo_to_dict
 from trace_core.naming import DATA_SCHEMA, SYSTEM_COLUMN_PREFIX
 from trace_core.objectstore import ObjectStore
 from trace_core.query.catalog import PinnedDataset
-from trace_core.query.errors import DatasetUnavailableError, QueryRefusedError, QuerySqlError, QueryTimeoutError
+from trace_core.query.errors import (
+    DatasetUnavailableError,
+    QueryRefusedError,
+    QuerySqlError,
+    QueryTimeoutError,
+    ResultUnavailableError,
+)
 from trace_core.query.statements import CheckedQuery, check_query
 
 # The attached Postgres database; user SQL can never name it (qualified names are refused).
@@ -245,6 +251,8 @@ class QueryEngine:
             return cursor.execute(
                 f"SELECT * FROM read_parquet({source}) LIMIT {int(limit)} OFFSET {int(offset)}"
             ).to_arrow_table()
+        except duckdb.Error as error:
+            raise ResultUnavailableError(f"the stored result cannot be read: {error}") from None
         finally:
             cursor.close()
 
