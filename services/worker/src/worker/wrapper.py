@@ -247,7 +247,8 @@ class Wrapper:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, _AttemptOverError):
                 await heartbeat
-            await self.data.discard_staged(child.workdir)
+            if payload.query is not None:
+                await self.data.discard_staged(child.workdir)
             await self.children.release(child)
         self._complete_later(payload, status, events, failure, retryable)
 
