@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,12 @@ def test_batch_query_joins_parquet_and_postgres_end_to_end(batch_stack: Stack) -
     printed = CliRunner().invoke(cli, ["query", JOIN, "--batch", "--format", "csv"], env=env)
     assert printed.exit_code == 0, printed.output
     assert list(csv.reader(io.StringIO(printed.stdout))) == rows
+    as_json = CliRunner().invoke(cli, ["query", JOIN, "--batch", "--format", "json", "--max-rows", "5"], env=env)
+    assert as_json.exit_code == 0, as_json.output
+    whole = json.loads(as_json.stdout)
+    assert whole["rows"] == same["rows"][:5] and whole["truncated"] is True and whole["columns"] == same["columns"]
+    failed = CliRunner().invoke(cli, ["query", "select nope from big_trades", "--batch"], env=env)
+    assert failed.exit_code == 1 and "batch query failed" in failed.output and "nope" in failed.output
 
 
 async def test_a_pointer_swap_after_submission_does_not_change_the_result(batch_stack: Stack, db: Conn) -> None:
