@@ -18,11 +18,14 @@ from pathlib import Path
 from trace_core.contracts.operator import QueryResultWritten
 from trace_core.contracts.queries import ResultColumn
 from trace_core.objectstore import LocalObjectStore
-from trace_core.query import PinnedDataset, QueryEngine, QueryError
 from worker.operators import EventLike, OperatorContext, OperatorError
 
 
 def run(ctx: OperatorContext) -> Iterable[EventLike] | None:
+    # Imported here, not with the module: every operator child imports the whole registry for its first task, and
+    # the engine's imports (~0.3 s) would lengthen every Lambda cold start, which must fit in its first lease.
+    from trace_core.query import PinnedDataset, QueryEngine, QueryError
+
     query = ctx.task.query
     if query is None:
         raise OperatorError(
