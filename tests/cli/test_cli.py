@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -67,9 +70,20 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_dev_up_detach_then_down(tmp_path: Path) -> None:
+@pytest.fixture
+def dev_home() -> Iterator[Path]:
+    """A TRACE_HOME outside pytest's temporary root: the embedded Postgres runs as the `pgserver` user, which must
+    traverse the path, and any pytest session on the machine makes its root private again while this test runs."""
+    home = Path(tempfile.mkdtemp(prefix="trace-dev-up-"))
+    try:
+        yield home / "home"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_dev_up_detach_then_down(dev_home: Path) -> None:
     """The whole local stack on the embedded Postgres, as `trace dev up --detach` starts it."""
-    home = tmp_path / "home"
+    home = dev_home
     env = {k: v for k, v in os.environ.items() if k != "TRACE_DATABASE_URL"}
     env |= {"TRACE_HOME": str(home), "TRACE_DISPATCHER_PORT": str(_free_port()), "TRACE_QUERY_PORT": str(_free_port())}
     env |= {"TRACE_DEVCHAIN_PORT": str(_free_port()), "TRACE_DEVCHAIN_BLOCK_TIME_MS": "100"}

@@ -3,6 +3,7 @@ cryo extracting from it."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from pathlib import Path
@@ -246,14 +247,12 @@ def test_block_time_mining(tmp_path: Path) -> None:
 
 
 def test_cryo_extracts_blocks_transactions_and_logs(devchain: Devchain, tmp_path: Path) -> None:
-    import asyncio
-
     import cryo
 
     head = devchain.head()["number"]
     blocks = _blocks(devchain, 1, head)
     logs = devchain.rpc("eth_getLogs", {"fromBlock": "0x1", "toBlock": hex(head)})
-    # cryo.freeze leaves the event loop it makes unclosed (its ResourceWarning then fails a later test at gc)
+    # async_freeze under asyncio.run: `cryo.freeze` leaves its event loop open (a ResourceWarning later)
     asyncio.run(
         cryo.async_freeze(
             ["blocks", "transactions", "logs"],
