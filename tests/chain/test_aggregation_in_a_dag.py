@@ -112,10 +112,19 @@ def test_an_aggregator_that_loses_the_swap_recomputes_and_emits_nothing_twice(st
             return int(answer.json()["revision"])
 
         def no_data(*_: object) -> Any:
-            raise AssertionError("range_aggregator reads and writes no rows")
+            raise AssertionError("range_aggregator only emits through its state saves")
 
         task = OperatorTask.model_validate({k: v for k, v in payload.items() if k in OperatorTask.model_fields})
-        ctx = OperatorContext(task, no_data, no_data, no_data, load, save)
+        ctx = OperatorContext(
+            task,
+            emit_callback=no_data,
+            write_callback=no_data,
+            input_callback=no_data,
+            query_inputs_callback=no_data,
+            query_result_callback=no_data,
+            load_state_callback=load,
+            save_state_callback=save,
+        )
         assert range_aggregator.run(ctx) is None
 
     assert [r["revision"] for r in reads] == [1, 2]  # lost at revision 1, read again

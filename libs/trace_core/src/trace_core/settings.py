@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     query_concurrency: int = Field(
         8, ge=1, description="Queries one Query Service process runs at once; more wait for a free slot."
     )
+    query_batch_concurrency: int = Field(
+        2, ge=1, description="Batch queries of one org that run at once (a dispatcher setting); more wait queued."
+    )
     devchain_port: int = Field(
         8545, description="Port of the devchain that `trace dev up` starts (JSON-RPC and control)."
     )

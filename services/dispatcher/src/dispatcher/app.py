@@ -13,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from dispatcher.health import HealthController
 from dispatcher.internal.controller import InternalController
 from dispatcher.internal.operator_state import OperatorStateApi
+from dispatcher.internal.queries import BatchQueryApi
 from dispatcher.internal.rows import RowsApi
 from dispatcher.internal.service import WorkerApi
 from dispatcher.loops.context import LoopContext
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             worker_api=worker_api,
             rows_api=RowsApi(pool),
             operator_state_api=OperatorStateApi(pool, notifications),
+            batch_query_api=BatchQueryApi(pool, settings, notifications),
             leader=leader,
         )
         log.info("dispatcher.started", port=settings.dispatcher_port, loops=settings.dispatcher_loops)

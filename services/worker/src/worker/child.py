@@ -26,6 +26,8 @@ from trace_core.contracts.operator import (
     InputReady,
     LoadState,
     NeedInput,
+    NeedQueryInputs,
+    QueryInputsReady,
     Ready,
     RunTask,
     SaveState,
@@ -92,8 +94,22 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
             raise OperatorError(f"save_state: {answer.error}", retryable=answer.retryable)
         return answer.revision
 
+    def query_inputs() -> QueryInputsReady:
+        _send(out, NeedQueryInputs())
+        answer = _answer(QueryInputsReady)
+        if answer.root is None:
+            raise OperatorError(f"staging the query's datasets failed: {answer.error}")
+        return answer
+
     ctx = OperatorContext(
-        message.task, lambda event: _send(out, Emit(event=event)), write, read_input, load_state, save_state
+        message.task,
+        lambda event: _send(out, Emit(event=event)),
+        write,
+        read_input,
+        query_inputs,
+        lambda written: _send(out, written),
+        load_state,
+        save_state,
     )
     try:
         result: Iterable[object] | None = operator(ctx)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from uuid import UUID
 
 import httpx
 from pydantic import BaseModel
 
 from trace_core.contracts.internal import (
+    Column,
     EmitEventsRequest,
     EmitEventsResponse,
     HeartbeatRequest,
@@ -16,6 +19,9 @@ from trace_core.contracts.internal import (
     OperatorStateReadRequest,
     OperatorStateWriteRequest,
     OperatorStateWriteResponse,
+    QueryInputRequest,
+    QueryResultRequest,
+    QueryResultResponse,
     RowsRequest,
     RowsResponse,
     TaskCompleteBatchRequest,
@@ -96,6 +102,26 @@ class DispatcherClient:
     async def write_operator_state(self, call: OperatorStateWriteRequest) -> OperatorStateWriteResponse:
         body = await self._post("/internal/operator-state", call, method="PUT")
         return OperatorStateWriteResponse.model_validate_json(body)
+
+    async def query_input(self, call: QueryInputRequest, target: Path) -> list[Column]:
+        """Stream a pinned Postgres dataset's rows (CSV) into the file `target`; returns its columns."""
+        async with self._http.stream(
+            "POST",
+            "/internal/query-input",
+            content=call.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _checked(response)
+            columns = [Column.model_validate(column) for column in json.loads(response.headers["x-trace-columns"])]
+            with target.open("wb") as out:
+                async for chunk in response.aiter_bytes():
+                    out.write(chunk)
+        return columns
+
+    async def record_query_result(self, call: QueryResultRequest) -> QueryResultResponse:
+        return QueryResultResponse.model_validate_json(await self._post("/internal/query-result", call))
 
     async def poll(self, call: TaskPollRequest) -> TaskPollResponse:
         body = await self._post("/internal/task-poll", call, timeout_s=call.wait_s + 10)

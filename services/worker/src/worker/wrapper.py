@@ -38,6 +38,9 @@ from trace_core.contracts.operator import (
     InputReady,
     LoadState,
     NeedInput,
+    NeedQueryInputs,
+    QueryInputsReady,
+    QueryResultWritten,
     RunTask,
     SaveState,
     StateLoaded,
@@ -253,6 +256,8 @@ class Wrapper:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, _AttemptOverError):
                 await heartbeat
+            if payload.query is not None:
+                await self.data.discard_staged(child.workdir)
             await self.children.release(child)
         self._complete_later(payload, status, events, failure, retryable)
 
@@ -318,7 +323,9 @@ class Wrapper:
             if isinstance(message, SaveState) and buffer:
                 await self._flush(payload, buffer)  # events emitted before the save keep their order
                 buffer = []
-            if isinstance(message, WriteOutput | NeedInput | LoadState | SaveState):
+            if isinstance(
+                message, WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten | LoadState | SaveState
+            ):
                 try:
                     event = await self._serve(payload, child, message, written)
                 except (OperatorError, DispatcherError, OSError, ValueError) as error:
@@ -344,11 +351,12 @@ class Wrapper:
         self,
         payload: TaskPayload,
         child: Child,
-        message: WriteOutput | NeedInput | LoadState | SaveState,
+        message: WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten | LoadState | SaveState,
         written: set[tuple[int, str]],
     ) -> EmittedEvent | None:
-        """Store what the child wrote (its data event comes back), hand it its input, or read or save its
-        operator state. A refusal the child can act on goes back to it; anything else fails the attempt."""
+        """Store what the child wrote (its data event comes back) or its batch query's result, hand it its input
+        or its query's datasets, or read or save its operator state. A refusal the child can act on goes back to
+        it; anything else fails the attempt."""
         if isinstance(message, WriteOutput):
             # the wrapper stores and then deletes the file: only the child's own files may be named
             if not _inside(message.path, child.workdir):
@@ -356,6 +364,17 @@ class Wrapper:
                     f"write: {message.path} is not under the operator's working directory", retryable=False
                 )
             return await self.data.store_output(payload, message, written)
+        if isinstance(message, QueryResultWritten):
+            await self.data.store_query_result(payload, message)
+            return None
+        if isinstance(message, NeedQueryInputs):
+            try:
+                staged = await self.data.stage_query_inputs(payload, child.workdir)
+            except (OperatorError, DispatcherError, OSError) as error:
+                await child.send(QueryInputsReady(error=str(error)))
+            else:
+                await child.send(staged)
+            return None
         if isinstance(message, NeedInput):
             try:
                 path = await self.data.fetch_input(payload, child.workdir)

@@ -8,7 +8,7 @@ WHERE d.org_id = %(org_id)s AND d.dag_name = %(dag_name)s;
 SELECT d.dag_id, d.dag_name, v.version AS active_version, v.created_at AS deployed_at, d.created_at,
        (SELECT count(*) FROM dag_version_jobs vj WHERE vj.dag_version_id = d.active_version_id) AS jobs
 FROM dags d LEFT JOIN dag_versions v ON v.dag_version_id = d.active_version_id
-WHERE d.org_id = %(org_id)s
+WHERE d.org_id = %(org_id)s AND NOT d.system  -- system DAGs (`_queries`) are the platform's, not deployed
 ORDER BY d.dag_name;
 
 -- name: dataset_names_taken --

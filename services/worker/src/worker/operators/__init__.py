@@ -5,7 +5,9 @@ returns (or yields) and events it passes to `ctx.emit` go to the dispatcher thro
 passes to `ctx.write` (or a Parquet file it made, to `ctx.write_file`) go to an output's dataset version
 (Parquet in the object store, or a Postgres table); `ctx.read_input()` gives the rows of the input event's scope.
 Stateful operators keep durable state per job with `ctx.load_state()` and `ctx.save_state(...)`, a
-compare-and-swap that stores the events the new state accounts for in the same transaction.
+compare-and-swap that stores the events the new state accounts for in the same transaction. The Query Service's
+`duckdb_query` reads its query's pinned datasets with `ctx.query_inputs()` and hands its result file to
+`ctx.store_query_result()`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trace_core.contracts.events import EmittedEvent, EventScope
+from trace_core.contracts.operator import QueryInputsReady, QueryResultWritten
 from trace_core.contracts.tasks import OperatorTask, OutputStorage
 from trace_core.dag.operators import Config, parse_config
 
@@ -59,6 +62,8 @@ class OperatorContext:
     # (Parquet file in the working directory, its rows, output, scope): the wrapper stores it, then emits
     write_callback: Callable[[Path, int, int, EventScope], None]
     input_callback: Callable[[], pa.Table]
+    query_inputs_callback: Callable[[], QueryInputsReady]
+    query_result_callback: Callable[[QueryResultWritten], None]
     load_state_callback: Callable[[], StoredState]
     save_state_callback: Callable[[dict[str, Any], int, list[EmittedEvent]], int]
 
@@ -120,6 +125,16 @@ class OperatorContext:
             raise OperatorError("read_input: a source task has no input", retryable=False)
         return self.input_callback()
 
+    def query_inputs(self) -> QueryInputsReady:
+        """The batch query's pinned datasets, staged as Parquet folders under a directory the child may read."""
+        if self.task.query is None:
+            raise OperatorError("query_inputs: this task runs no batch query", retryable=False)
+        return self.query_inputs_callback()
+
+    def store_query_result(self, written: QueryResultWritten) -> None:
+        """Hand the result file to the wrapper, which stores it as this attempt's result."""
+        self.query_result_callback(written)
+
 
 _INT64 = range(-(2**63), 2**63)
 _DECIMAL38 = 10**38
@@ -150,7 +165,16 @@ def operator_config(ctx: OperatorContext, model: type[Config]) -> Config:
 
 
 def registry() -> dict[str, Operator]:
-    from worker.operators import block_follower, cryo_ingest, noop, python, range_aggregator, range_splitter, sql
+    from worker.operators import (
+        block_follower,
+        cryo_ingest,
+        duckdb_query,
+        noop,
+        python,
+        range_aggregator,
+        range_splitter,
+        sql,
+    )
 
     return {
         "noop": noop.run,
@@ -160,4 +184,5 @@ def registry() -> dict[str, Operator]:
         "range_aggregator": range_aggregator.run,
         "range_splitter": range_splitter.run,
         "cryo_ingest": cryo_ingest.run,
+        "duckdb_query": duckdb_query.run,
     }
