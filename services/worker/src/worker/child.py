@@ -35,7 +35,7 @@ from trace_core.contracts.operator import (
     StateSaved,
     WriteOutput,
 )
-from worker.operators import OperatorContext, OperatorError, StateConflictError, StoredState, registry
+from worker.operators import OperatorContext, OperatorError, StateConflictError, StoredState, load_operator
 
 MAX_ERROR_CHARS = 8_000
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -61,7 +61,7 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
     os.environ.clear()
     os.environ.update(base_env)
     os.environ.update(message.env)
-    operator = registry().get(message.task.job.operator)
+    operator = load_operator(message.task.job.operator)
     if operator is None:
         return Done(status="failed", error=f"unknown operator {message.task.job.operator!r}", retryable=False)
 

@@ -13,6 +13,7 @@ compare-and-swap that stores the events the new state accounts for in the same t
 from __future__ import annotations
 
 import decimal
+import importlib
 import os
 import uuid
 from collections.abc import Callable, Iterable
@@ -164,25 +165,24 @@ def operator_config(ctx: OperatorContext, model: type[Config]) -> Config:
         raise OperatorError(str(error), retryable=False) from None
 
 
-def registry() -> dict[str, Operator]:
-    from worker.operators import (
-        block_follower,
-        cryo_ingest,
-        duckdb_query,
-        noop,
-        python,
-        range_aggregator,
-        range_splitter,
-        sql,
-    )
+# Built-in operators by name, each imported when a task first runs it: a child (a Lambda cold start above all)
+# pays for the libraries of the operators it runs (cryo, DuckDB, httpx...), not of every one.
+OPERATORS = {
+    "noop": "worker.operators.noop",
+    "python": "worker.operators.python",
+    "sql": "worker.operators.sql",
+    "block_follower": "worker.operators.block_follower",
+    "range_aggregator": "worker.operators.range_aggregator",
+    "range_splitter": "worker.operators.range_splitter",
+    "cryo_ingest": "worker.operators.cryo_ingest",
+    "duckdb_query": "worker.operators.duckdb_query",
+}
 
-    return {
-        "noop": noop.run,
-        "python": python.run,
-        "sql": sql.run,
-        "block_follower": block_follower.run,
-        "range_aggregator": range_aggregator.run,
-        "range_splitter": range_splitter.run,
-        "cryo_ingest": cryo_ingest.run,
-        "duckdb_query": duckdb_query.run,
-    }
+
+def load_operator(name: str) -> Operator | None:
+    """The built-in operator `name`, or None when there is none of that name."""
+    module = OPERATORS.get(name)
+    if module is None:
+        return None
+    run: Operator = importlib.import_module(module).run
+    return run
