@@ -117,7 +117,9 @@ def _percentile(values: list[float], q: float) -> float:
 class LiveStack:
     """Dispatcher and worker processes on loopback against one database."""
 
-    def __init__(self, dsn: str, workers: int, concurrency: int, logs: Path) -> None:
+    def __init__(
+        self, dsn: str, workers: int, concurrency: int, logs: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.service_token = secrets.token_urlsafe(24)
@@ -130,6 +132,7 @@ class LiveStack:
             "TRACE_MIGRATE_ON_START": "false",
             "TRACE_WORKER_CONCURRENCY": str(concurrency),
             "TRACE_DB_POOL_MAX_SIZE": "20",
+            **(extra_env or {}),
         }
         self.workers, self.logs = workers, logs
         self.processes: list[subprocess.Popen[bytes]] = []

@@ -11,6 +11,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from psycopg.rows import dict_row
 
+from tests.support.devchain import Devchain, running_devchain
 from tests.support.postgres import (
     create_database,
     database_dsn,
@@ -88,3 +89,11 @@ def stack(database_url: str, tmp_path: Path) -> Iterator[Stack]:
     with running_stack(database_url, tmp_path / "stack") as running:
         running.start_dispatcher()
         yield running
+
+
+@pytest.fixture
+def devchain(tmp_path: Path) -> Iterator[Devchain]:
+    """A devchain process on a free loopback port (seed 7, 20 blocks on top of genesis, no block-time mining),
+    with its URL and a JSON-RPC / control client. Use `running_devchain` for another seed or options."""
+    with running_devchain(tmp_path / "devchain", seed=7, initial_blocks=20) as chain:
+        yield chain

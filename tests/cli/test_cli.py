@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -67,11 +70,23 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_dev_up_detach_then_down(tmp_path: Path) -> None:
+@pytest.fixture
+def dev_home() -> Iterator[Path]:
+    """A TRACE_HOME outside pytest's temporary root: the embedded Postgres runs as the `pgserver` user, which must
+    traverse the path, and any pytest session on the machine makes its root private again while this test runs."""
+    home = Path(tempfile.mkdtemp(prefix="trace-dev-up-"))
+    try:
+        yield home / "home"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_dev_up_detach_then_down(dev_home: Path) -> None:
     """The whole local stack on the embedded Postgres, as `trace dev up --detach` starts it."""
-    home = tmp_path / "home"
+    home = dev_home
     env = {k: v for k, v in os.environ.items() if k != "TRACE_DATABASE_URL"}
     env |= {"TRACE_HOME": str(home), "TRACE_DISPATCHER_PORT": str(_free_port()), "TRACE_QUERY_PORT": str(_free_port())}
+    env |= {"TRACE_DEVCHAIN_PORT": str(_free_port()), "TRACE_DEVCHAIN_BLOCK_TIME_MS": "100"}
     up = subprocess.run([*TRACE, "dev", "up", "--detach"], env=env, capture_output=True, text=True, timeout=120)
     try:
         assert up.returncode == 0, up.stderr + up.stdout
@@ -107,10 +122,23 @@ def test_dev_up_detach_then_down(tmp_path: Path) -> None:
         assert batch.stdout == answered() and "succeeded" in batch.stderr
         refused = subprocess.run([*TRACE, "query", "select * from nowhere"], env=env, capture_output=True, text=True)
         assert refused.returncode == 1 and "404" in refused.stderr
+
+        # the main job: `up` deployed examples/eth_devchain.yaml against its devchain, which mines
+        assert "deployed examples/eth_devchain.yaml" in up.stdout
+        head = httpx.get(f"{state['devchain_url']}/control/head", timeout=5).json()["number"]
+        assert head >= 100
+
+        def extracted() -> list[str] | None:
+            sql = "select count(*) as n, count(distinct block_number) as distinct_blocks from eth_blocks"
+            run = subprocess.run([*TRACE, "query", sql, "--format", "csv"], env=env, capture_output=True, text=True)
+            return run.stdout.splitlines() if run.returncode == 0 and run.stdout.startswith("n,") else None
+
+        rows, distinct = (int(v) for v in wait_for(extracted, 90, "eth_blocks to answer")[1].split(","))
+        assert rows == distinct and rows % 50 == 0, (rows, distinct)  # whole ranges of 50 blocks, none twice
     finally:
         down = subprocess.run([*TRACE, "dev", "down"], env=env, capture_output=True, text=True, timeout=60)
-    assert down.returncode == 0 and "dispatcher" in down.stdout and "postgres" in down.stdout
-    assert "query-service" in down.stdout
+    assert down.returncode == 0 and "dispatcher" in down.stdout and "postgres" in down.stdout, down.stderr
+    assert "query-service" in down.stdout and "devchain" in down.stdout
     assert not (home / "dev.json").exists()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{state['dispatcher_url']}/healthz", timeout=2)

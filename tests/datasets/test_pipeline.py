@@ -13,29 +13,22 @@ from tests.support.stack import Stack
 PIPELINE = (EXAMPLES / "trades.yaml").read_text()
 
 
-def location(stack: Stack, dataset: str) -> str:
-    [row] = stack.sql(
-        "SELECT storage_location FROM current_dataset_versions WHERE dataset_name = %(name)s", {"name": dataset}
-    )
-    return str(row["storage_location"])
-
-
 def test_python_and_sql_jobs_write_parquet_and_postgres_outputs(stack: Stack) -> None:
     stack.deploy(PIPELINE)
     stack.start_worker()
     stack.wait_jobs_done({"trades": 1, "big_trades": 3, "range_totals": 3})
 
-    trades = stack.sql(f"SELECT id, amount, wei::text AS wei FROM {location(stack, 'trades')} ORDER BY id")
+    trades = stack.sql(f"SELECT id, amount, wei::text AS wei FROM {stack.location('trades')} ORDER BY id")
     assert len(trades) == 12 and trades[1] == {"id": 1, "amount": 20, "wei": str(10**21)}
-    big = stack.sql(f"SELECT id, amount FROM {location(stack, 'big_trades')} ORDER BY id")
+    big = stack.sql(f"SELECT id, amount FROM {stack.location('big_trades')} ORDER BY id")
     assert [row["id"] for row in big] == [2, 3, 12, 13, 22, 23]
     assert big[0]["amount"] == 30
 
     objects = stack.home / "objects"
-    totals_dir = objects / location(stack, "range_totals")
+    totals_dir = objects / stack.location("range_totals")
     assert sorted(p.name for p in totals_dir.iterdir()) == ["0_9.parquet", "10_19.parquet", "20_29.parquet"]
     assert pq.read_table(totals_dir / "10_19.parquet").to_pylist() == [{"first_id": 10, "trades": 4, "volume": 100}]
-    raw = pq.read_table(objects / location(stack, "trades_parquet") / "20_29.parquet")
+    raw = pq.read_table(objects / stack.location("trades_parquet") / "20_29.parquet")
     assert raw.column("id").to_pylist() == [20, 21, 22, 23]
 
     with stack.client() as api:
@@ -51,7 +44,7 @@ def test_python_and_sql_jobs_write_parquet_and_postgres_outputs(stack: Stack) ->
         # a restarted source run writes its scopes again: replace keeps one copy of each row
         assert api.post("/v1/dags/trades/jobs/trades/runs").json()["run"] == "restarted"
     stack.wait_jobs_done({"trades": 1})
-    assert len(stack.sql(f"SELECT id FROM {location(stack, 'trades')}")) == 12
+    assert len(stack.sql(f"SELECT id FROM {stack.location('trades')}")) == 12
 
 
 def test_operator_data_errors_fail_the_task_with_the_reason(stack: Stack, tmp_path: Path) -> None:

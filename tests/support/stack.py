@@ -148,6 +148,13 @@ class Stack:
         with psycopg.connect(self.database_url, autocommit=True, row_factory=dict_row) as conn:
             return conn.execute(query.encode(), params).fetchall()
 
+    def location(self, dataset: str) -> str:
+        """Where the current version of published `dataset` lives: an object-store prefix or a table name."""
+        [row] = self.sql(
+            "SELECT storage_location FROM current_dataset_versions WHERE dataset_name = %(name)s", {"name": dataset}
+        )
+        return str(row["storage_location"])
+
     def task_statuses(self, job: str) -> list[str]:
         rows = self.sql(
             """SELECT t.status FROM tasks t JOIN jobs j ON j.job_id = t.job_id

@@ -93,3 +93,17 @@ def append_run(event: dict[str, Any], config: dict[str, Any]) -> None:
     time.sleep(config.get("sleep_s", 0.1))
     with Path(config["dir"], "runs.log").open("a") as log:
         log.write(f"{event['payload']['n']}\n")
+
+
+def block_ranges(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A source of range manifests, as range_aggregator emits them: blocks `first..last` in ranges of `size`.
+    With `again: [start, end]` and `dir`, it emits that range once more (cursor "again") after the test writes
+    `dir`/go, which is how a test asks for a range to be extracted a second time."""
+    for start in range(config["first"], config["last"] + 1, config["size"]):
+        end = min(start + config["size"] - 1, config["last"])
+        yield {"scope": {"partition_key": f"{start}_{end}", "range": {"start": start, "end": end}}}
+    if "again" in config:
+        start, end = config["again"]
+        while not Path(config["dir"], "go").exists():
+            time.sleep(0.05)
+        yield {"scope": {"partition_key": f"{start}_{end}", "range": {"start": start, "end": end}, "cursor": "again"}}

@@ -1,7 +1,11 @@
-"""The local stack behind `trace dev up` / `trace dev down`: embedded Postgres, migrations, services.
+"""The local stack behind `trace dev up` / `trace dev down`: embedded Postgres, migrations, services, and the
+devchain mining a block every TRACE_DEVCHAIN_BLOCK_TIME_MS.
 
 `{TRACE_HOME}/dev.json` records what is running: every service URL and pid, the database URL and a
-bootstrap admin token, so other terminals (and tests) can find the stack.
+bootstrap admin token, so other terminals (and tests) can find the stack. `{TRACE_HOME}/devchain.json` keeps the
+devchain's seed and height across restarts: the chain is a function of its seed and of the blocks mined (the dev
+stack never reorgs it), so the next `up` mines it back to that height and a DAG that followed it finds the same
+blocks again.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ from trace_core.settings import Settings
 
 DEV_ORG = "dev"
 DEV_ADMIN = "admin"
+DEVCHAIN_SEED = 1
+DEVCHAIN_INITIAL_BLOCKS = 100  # so the main job has ranges to extract at once
+# the URL the example DAGs name; `deploy_main_job` points it at the devchain actually started
+EXAMPLE_RPC_URL = "http://127.0.0.1:8545"
+MAIN_JOB = Path("examples") / "eth_devchain.yaml"
 
 
 class DevStackError(RuntimeError):
@@ -41,6 +50,7 @@ class DevState:
     admin_token: str
     dispatcher_url: str
     query_url: str
+    devchain_url: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
 
@@ -99,12 +109,12 @@ async def _bootstrap_token(database_url: str) -> str:
     return token.secret
 
 
-def _spawn(name: str, module: str, home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(name: str, argv: list[str], home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     log_path = home / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
-        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", module],
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+            argv,
             env={**os.environ, **env},
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -141,6 +151,7 @@ def up(settings: Settings) -> DevState:
     for host, port, variable in (
         (settings.dispatcher_host, settings.dispatcher_port, "TRACE_DISPATCHER_PORT"),
         (settings.query_host, settings.query_port, "TRACE_QUERY_PORT"),
+        ("127.0.0.1", settings.devchain_port, "TRACE_DEVCHAIN_PORT"),
     ):
         if not _port_free(host, port):
             raise DevStackError(f"port {port} on {host} is in use; stop what holds it or set {variable}")
@@ -160,7 +171,7 @@ def up(settings: Settings) -> DevState:
         # a fresh service credential per stack, known only to the platform processes (not written anywhere)
         "TRACE_SERVICE_TOKEN": secrets.token_urlsafe(32),
     }
-    dispatcher = _spawn("dispatcher", "dispatcher", home, env)
+    dispatcher = _spawn("dispatcher", _module("dispatcher"), home, env)
     state = DevState(
         home=str(home),
         database_url=database_url,
@@ -174,18 +185,79 @@ def up(settings: Settings) -> DevState:
     state.write()
     try:
         _wait_ready("dispatcher", dispatcher, f"{dispatcher_url}/readyz", home / "logs" / "dispatcher.log", 30)
-        query = _spawn("query-service", "query_service", home, env)
+        query = _spawn("query-service", _module("query_service"), home, env)
         state.pids["query-service"] = query.pid
         state.write()
         _wait_ready("query-service", query, f"{query_url}/healthz", home / "logs" / "query-service.log", 30)
         for runtime in ("ecs_python", "lambda_py"):
-            worker = _spawn(f"worker-{runtime}", "worker", home, {**env, "TRACE_WORKER_RUNTIME": runtime})
+            worker = _spawn(f"worker-{runtime}", _module("worker"), home, {**env, "TRACE_WORKER_RUNTIME": runtime})
             state.pids[f"worker-{runtime}"] = worker.pid
         state.write()
+        _start_devchain(settings, home, state)
     except DevStackError:
         down(settings)
         raise
     return state
+
+
+def _module(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+def _devchain_height(home: Path) -> int:
+    """The height the last stack's devchain reached, when it had the same seed."""
+    try:
+        saved = json.loads((home / "devchain.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+    return int(saved["head"]) if saved.get("seed") == DEVCHAIN_SEED else 0
+
+
+def _start_devchain(settings: Settings, home: Path, state: DevState) -> None:
+    from devchain import launch
+
+    initial = max(DEVCHAIN_INITIAL_BLOCKS, _devchain_height(home))
+    argv = launch.command(
+        settings.devchain_port, DEVCHAIN_SEED, initial_blocks=initial, block_time_ms=settings.devchain_block_time_ms
+    )
+    devchain = _spawn("devchain", argv, home, {})
+    state.pids["devchain"] = devchain.pid
+    state.devchain_url = f"http://127.0.0.1:{settings.devchain_port}"
+    state.write()
+    try:
+        launch.wait_ready(state.devchain_url, devchain, home / "logs" / "devchain.log", timeout_s=120)
+    except launch.DevchainStartError as error:
+        raise DevStackError(str(error)) from None
+
+
+def deploy_main_job(state: DevState, path: Path = MAIN_JOB) -> str:
+    """Deploy the main job (examples/eth_devchain.yaml) against the stack's devchain; what happened, in words."""
+    if not path.is_file():
+        return f"{path} not found (run from the repository root to deploy the main job)"
+    auth = {"Authorization": f"Bearer {state.admin_token}"}
+    existing = httpx.get(f"{state.dispatcher_url}/v1/dags/eth_devchain", headers=auth, timeout=30)
+    if existing.status_code == 200:
+        # a stack restarted on the same TRACE_HOME: restart the follower's run at once (a new attempt of the same
+        # task, so what it emits again dedupes) rather than wait for the old attempt's lease to run out
+        restarted = httpx.post(
+            f"{state.dispatcher_url}/v1/dags/eth_devchain/jobs/blocks/runs", headers=auth, timeout=30
+        )
+        if restarted.status_code >= 400:
+            raise DevStackError(
+                f"restarting eth_devchain's follower was refused ({restarted.status_code}): {restarted.text}"
+            )
+        version = existing.json()["active_version"]
+        return f"eth_devchain is deployed already (version {version}); its follower run was {restarted.json()['run']}"
+    text = path.read_text().replace(EXAMPLE_RPC_URL, state.devchain_url)
+    answer = httpx.post(
+        f"{state.dispatcher_url}/v1/dags",
+        content=text,
+        headers={**auth, "Content-Type": "application/yaml"},
+        timeout=60,
+    )
+    if answer.status_code >= 400:
+        raise DevStackError(f"deploying {path} was refused ({answer.status_code}): {answer.text}")
+    return f"deployed {path} (dag eth_devchain)"
 
 
 def down(settings: Settings) -> list[str]:
@@ -193,6 +265,14 @@ def down(settings: Settings) -> list[str]:
     home = settings.home.resolve()
     state = DevState.read(home)
     stopped: list[str] = []
+    if state is not None and state.devchain_url:
+        from devchain import launch
+
+        try:  # remember the height, so the next stack serves the same chain up to here
+            height = launch.head(state.devchain_url)["number"]
+            (home / "devchain.json").write_text(json.dumps({"seed": DEVCHAIN_SEED, "head": height}) + "\n")
+        except (OSError, ValueError, KeyError):  # a devchain that is gone or garbled: the next one starts anew
+            pass
     if state is not None:
         for name, pid in sorted(state.pids.items(), key=lambda item: item[0] == "dispatcher"):
             if _stop_process_group(pid):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 
@@ -108,29 +109,50 @@ def dag_validate(files: Annotated[list[Path], typer.Argument(help="DAG YAML file
 @dev_app.command("up")
 def dev_up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the background and return.")] = False,
+    main_job: Annotated[
+        bool, typer.Option(help="Deploy examples/eth_devchain.yaml (devchain -> blocks and transactions).")
+    ] = True,
 ) -> None:
-    """Start the local stack: embedded Postgres, migrations, the dispatcher; write .trace/dev.json."""
+    """Start the local stack: embedded Postgres, migrations, dispatcher, Query Service, workers and a mining
+    devchain; deploy the main job and show its progress; write .trace/dev.json."""
     settings = Settings()
     try:
         state = devstack.up(settings)
     except devstack.DevStackError as error:
         err.print(f"[red]trace dev up:[/red] {error}")
         raise typer.Exit(1) from None
+    try:
+        deployed = devstack.deploy_main_job(state) if main_job else None
+    except (devstack.DevStackError, httpx.HTTPError) as error:
+        devstack.down(settings)
+        err.print(f"[red]trace dev up:[/red] {error}")
+        raise typer.Exit(1) from None
     out.print(f"[green]Trace is up[/green] (state in {devstack.DevState.path(Path(state.home))})")
     out.print(f"  dispatcher     {state.dispatcher_url}   (OpenAPI at {state.dispatcher_url}/schema)")
     out.print(f'  query service  {state.query_url}   (`trace query "select …"`)')
+    out.print(f"  devchain       {state.devchain_url}   (a block every {settings.devchain_block_time_ms} ms)")
     out.print(f"  postgres       {state.database_url}")
     out.print(f"  org {state.org!r}, admin token: {state.admin_token}")
+    if deployed:
+        out.print(f"  main job       {deployed}")
     if detach:
-        out.print("Stop it with `trace dev down`.")
+        out.print('Query it: `.venv/bin/trace query "select count(*) from eth_blocks"`. Stop with `trace dev down`.')
         return
-    out.print("Ctrl-C stops the stack.")
-    _wait_for_signal()
+    received = _on_signal()
+    if main_job:
+        from trace_cli.progress import watch
+
+        watch(state, lambda: bool(received))
+    else:
+        out.print("Ctrl-C stops the stack.")
+        while not received:
+            time.sleep(0.2)
     stopped = devstack.down(settings)
     out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
-def _wait_for_signal() -> None:
+def _on_signal() -> list[int]:
+    """The signals received from now on (SIGINT, SIGTERM): the foreground stack stops at the first."""
     received: list[int] = []
 
     def handle(signum: int, _frame: object) -> None:
@@ -138,8 +160,7 @@ def _wait_for_signal() -> None:
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
-    while not received:
-        time.sleep(0.2)
+    return received
 
 
 @dev_app.command("down")
@@ -167,8 +188,6 @@ def query(
     ] = False,
 ) -> None:
     """Run SQL on the Query Service (TRACE_QUERY_URL and TRACE_TOKEN, else the running dev stack's)."""
-    import httpx
-
     if output not in {"table", "csv", "json"}:
         err.print(f"[red]--format:[/red] {output!r} must be table, csv or json")
         raise typer.Exit(2)

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     query_batch_concurrency: int = Field(
         2, ge=1, description="Batch queries of one org that run at once (a dispatcher setting); more wait queued."
     )
+    devchain_port: int = Field(
+        8545, description="Port of the devchain that `trace dev up` starts (JSON-RPC and control)."
+    )
+    devchain_block_time_ms: int = Field(
+        250, ge=1, description="`trace dev up`'s devchain mines one block this often (milliseconds)."
+    )
 
     @model_validator(mode="after")
     def _no_default_credential_outside_local(self) -> Self:

@@ -12,6 +12,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from dispatcher.health import HealthController
 from dispatcher.internal.controller import InternalController
+from dispatcher.internal.operator_state import OperatorStateApi
 from dispatcher.internal.queries import BatchQueryApi
 from dispatcher.internal.rows import RowsApi
 from dispatcher.internal.service import WorkerApi
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics=metrics,
             worker_api=worker_api,
             rows_api=RowsApi(pool),
+            operator_state_api=OperatorStateApi(pool, notifications),
             batch_query_api=BatchQueryApi(pool, settings, notifications),
             leader=leader,
         )

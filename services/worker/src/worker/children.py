@@ -16,12 +16,16 @@ from trace_core.contracts.operator import (
     Done,
     Emit,
     InputReady,
+    LoadState,
     NeedInput,
     NeedQueryInputs,
     QueryInputsReady,
     QueryResultWritten,
     Ready,
     RunTask,
+    SaveState,
+    StateLoaded,
+    StateSaved,
     WriteOutput,
 )
 
@@ -65,12 +69,14 @@ class Child:
             raise ChildDiedError(f"operator process did not start: {first!r}")
         return child
 
-    async def send(self, message: RunTask | InputReady | QueryInputsReady) -> None:
+    async def send(self, message: RunTask | InputReady | QueryInputsReady | StateLoaded | StateSaved) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(message.model_dump_json().encode() + b"\n")
         await self.process.stdin.drain()
 
-    async def receive(self) -> Emit | WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten | Done | Ready:
+    async def receive(
+        self,
+    ) -> Emit | WriteOutput | NeedInput | LoadState | SaveState | NeedQueryInputs | QueryResultWritten | Done | Ready:
         assert self.process.stdout is not None
         line = await self.process.stdout.readline()
         if not line:

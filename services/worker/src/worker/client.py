@@ -15,6 +15,10 @@ from trace_core.contracts.internal import (
     EmitEventsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    OperatorState,
+    OperatorStateReadRequest,
+    OperatorStateWriteRequest,
+    OperatorStateWriteResponse,
     QueryInputRequest,
     QueryResultRequest,
     QueryResultResponse,
@@ -36,12 +40,14 @@ from trace_core.contracts.internal import (
 
 
 class DispatcherError(RuntimeError):
-    """The dispatcher refused a call; `status_code` says how (409: a stale attempt or a finished task)."""
+    """The dispatcher refused a call; `status_code` says how (409: a stale attempt or a finished task; 412: an
+    operator-state compare-and-swap lost, `extra` holds the stored revision)."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, extra: object = None) -> None:
         super().__init__(f"{status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
+        self.extra = extra
 
 
 class DispatcherClient:
@@ -57,8 +63,9 @@ class DispatcherClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def _post(self, path: str, body: BaseModel, timeout_s: float | None = None) -> bytes:
-        response = await self._http.post(
+    async def _post(self, path: str, body: BaseModel, timeout_s: float | None = None, method: str = "POST") -> bytes:
+        response = await self._http.request(
+            method,
             path,
             content=body.model_dump_json(),
             headers={"Content-Type": "application/json"},
@@ -89,6 +96,13 @@ class DispatcherClient:
     async def task_input(self, call: TaskInputRequest) -> TaskInputResponse:
         return TaskInputResponse.model_validate_json(await self._post("/internal/task-input", call))
 
+    async def read_operator_state(self, call: OperatorStateReadRequest) -> OperatorState:
+        return OperatorState.model_validate_json(await self._post("/internal/operator-state/read", call))
+
+    async def write_operator_state(self, call: OperatorStateWriteRequest) -> OperatorStateWriteResponse:
+        body = await self._post("/internal/operator-state", call, method="PUT")
+        return OperatorStateWriteResponse.model_validate_json(body)
+
     async def query_input(self, call: QueryInputRequest, target: Path) -> list[Column]:
         """Stream a pinned Postgres dataset's rows (CSV) into the file `target`; returns its columns."""
         async with self._http.stream(
@@ -117,8 +131,9 @@ class DispatcherClient:
 def _checked(response: httpx.Response) -> bytes:
     if response.status_code >= 400:
         try:
-            detail = str(response.json().get("detail", response.text))
-        except ValueError:
-            detail = response.text
-        raise DispatcherError(response.status_code, detail)
+            body = response.json()
+            detail, extra = str(body.get("detail", response.text)), body.get("extra")
+        except (ValueError, AttributeError):
+            detail, extra = response.text, None
+        raise DispatcherError(response.status_code, detail, extra)
     return response.content

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from trace_core.contracts.events import EmittedEvent
+from trace_core.contracts.events import EmittedEvent, EventScope
 from trace_core.contracts.internal import (
     MAX_ROWS_PER_CALL,
     Column,
@@ -39,6 +39,7 @@ from trace_core.contracts.tasks import OutputStorage, TaskPayload
 from trace_core.dag.config import UpdateStrategy
 from trace_core.objectstore import ObjectStore
 from trace_core.storage import query_result_key, scope_file_key
+from worker.cascade import written_kind
 from worker.client import DispatcherClient
 from worker.operators import OperatorError
 
@@ -83,9 +84,10 @@ class DataPlane:
         self.client = client
 
     async def store_output(
-        self, payload: TaskPayload, write: WriteOutput, replaced: set[tuple[int, str]]
+        self, payload: TaskPayload, write: WriteOutput, written: set[tuple[int, str]]
     ) -> EmittedEvent:
-        """Store one file the child wrote; `replaced` holds the (output, scope) this attempt already replaced."""
+        """Store one file the child wrote; `written` holds the (output, storage key) this attempt already wrote,
+        so only the first write of a scope replaces what earlier attempts or tasks wrote for it."""
         path = Path(write.path)
         try:
             target = payload.outputs[write.output]
@@ -96,23 +98,41 @@ class DataPlane:
                 table = await asyncio.to_thread(pq.read_table, path)
                 rows = [{k: _json_value(v) for k, v in row.items()} for row in table.to_pylist()]
                 replace = payload.job.update_strategy is UpdateStrategy.REPLACE
-                for start in range(0, len(rows), ROWS_PER_CALL):
-                    first = (write.output, write.scope.key) not in replaced
-                    await self.client.write_rows(
-                        RowsRequest(
-                            task_id=payload.task_id,
-                            attempt_id=payload.attempt_id,
-                            attempt_token=payload.attempt_token,
-                            output=write.output,
-                            scope=write.scope,
-                            replace_scope=replace and first,
-                            rows=rows[start : start + ROWS_PER_CALL],
-                        )
-                    )
-                    replaced.add((write.output, write.scope.key))
+                first = (write.output, write.scope.storage_key) not in written
+                # a replaced scope written with no rows is cleared: it holds nothing now
+                for start in range(0, max(len(rows), 1 if replace and first else 0), ROWS_PER_CALL):
+                    chunk = rows[start : start + ROWS_PER_CALL]
+                    await self._write_rows(payload, write.output, write.scope, chunk, replace_scope=replace and first)
+                    first = False
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
-        return EmittedEvent(output=write.output, scope=write.scope, payload={"rows": write.rows})
+        written.add((write.output, write.scope.storage_key))
+        return EmittedEvent(
+            output=write.output, kind=written_kind(payload), scope=write.scope, payload={"rows": write.rows}
+        )
+
+    async def clear_scope(self, payload: TaskPayload, output: int, scope: EventScope) -> None:
+        """Remove what output `output` holds for `scope` (a replace job's invalidated scope it did not rewrite)."""
+        target = payload.outputs[output]
+        if target.storage is OutputStorage.S3:
+            await self.store.delete(scope_file_key(payload.org_id, target.dataset_uuid, target.dataset_version, scope))
+        elif target.storage is OutputStorage.POSTGRES:
+            await self._write_rows(payload, output, scope, [], replace_scope=True)
+
+    async def _write_rows(
+        self, payload: TaskPayload, output: int, scope: EventScope, rows: list[dict[str, Any]], replace_scope: bool
+    ) -> None:
+        await self.client.write_rows(
+            RowsRequest(
+                task_id=payload.task_id,
+                attempt_id=payload.attempt_id,
+                attempt_token=payload.attempt_token,
+                output=output,
+                scope=scope,
+                replace_scope=replace_scope,
+                rows=rows,
+            )
+        )
 
     async def fetch_input(self, payload: TaskPayload, workdir: str) -> Path:
         """The input event's scope as a Parquet file in `workdir` (the child's working directory)."""

@@ -17,13 +17,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from uuid import UUID
 
+from pydantic import ValidationError
+
 from trace_core.batching import Batcher
-from trace_core.contracts.events import EmittedEvent
+from trace_core.contracts.events import EmittedEvent, EventKind
 from trace_core.contracts.internal import (
     CallError,
     CompletionStatus,
     EmitEventsRequest,
     HeartbeatRequest,
+    OperatorStateReadRequest,
+    OperatorStateWriteRequest,
     TaskCompleteRequest,
     TaskCompleteResponse,
     TaskPollRequest,
@@ -32,18 +36,23 @@ from trace_core.contracts.operator import (
     Done,
     Emit,
     InputReady,
+    LoadState,
     NeedInput,
     NeedQueryInputs,
     QueryInputsReady,
     QueryResultWritten,
     RunTask,
+    SaveState,
+    StateLoaded,
+    StateSaved,
     WriteOutput,
 )
-from trace_core.contracts.tasks import TaskPayload
+from trace_core.contracts.tasks import OutputStorage, TaskPayload
 from trace_core.dag.config import Runtime
 from trace_core.logging import get_logger
 from trace_core.objectstore import open_object_store
 from trace_core.settings import Settings
+from worker.cascade import cascaded, rewrites_invalidation
 from worker.children import Child, ChildDiedError, ChildPool
 from worker.client import DispatcherClient, DispatcherError
 from worker.data import DataPlane
@@ -274,7 +283,7 @@ class Wrapper:
         deadline = None if payload.job.activation == "source" else time.monotonic() + payload.job.timeout_s
         buffer: list[EmittedEvent] = []
         flush_at = 0.0
-        replaced: set[tuple[int, str]] = set()
+        written: set[tuple[int, str]] = set()  # (output, storage key) this attempt wrote
         receive = asyncio.create_task(child.receive())
         while True:
             now = time.monotonic()
@@ -285,30 +294,50 @@ class Wrapper:
                 receive.cancel()
                 heartbeat.result()  # raises _AttemptOverError
             if receive not in done:
-                if buffer and time.monotonic() >= flush_at:
+                # uvloop's timers have millisecond resolution and may wake a little early: only a deadline that
+                # has passed is a timeout (a flush timer waking early was taken for one and killed the task)
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    receive.cancel()
+                    await child.kill()
+                    return CompletionStatus.FAILED, buffer, f"timed out after {payload.job.timeout_s}s", True
+                if buffer and now >= flush_at:
                     await self._flush(payload, buffer)
                     buffer = []
-                    continue
-                receive.cancel()
-                await child.kill()
-                return CompletionStatus.FAILED, buffer, f"timed out after {payload.job.timeout_s}s", True
+                continue
             try:
                 message = receive.result()
             except ChildDiedError as died:
                 return CompletionStatus.FAILED, buffer, str(died), True
             if isinstance(message, Done):
-                status = CompletionStatus.SUCCEEDED if message.status == "succeeded" else CompletionStatus.FAILED
-                return status, buffer, message.error, message.retryable
-            event = message.event if isinstance(message, Emit) else None
-            if isinstance(message, WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten):
+                if message.status != "succeeded":
+                    return CompletionStatus.FAILED, buffer, message.error, message.retryable
                 try:
-                    event = await self._serve_data(payload, child, message, replaced)
+                    buffer += await self._cascade_unwritten(payload, written)
+                except (DispatcherError, OSError) as error:
+                    if isinstance(error, DispatcherError) and error.status_code in {404, 409}:
+                        raise _AttemptOverError(error.detail, canceled=False) from None
+                    return CompletionStatus.FAILED, buffer, f"clearing the invalidated scope failed: {error}", True
+                return CompletionStatus.SUCCEEDED, buffer, None, True
+            event = cascaded(payload, message.event) if isinstance(message, Emit) else None
+            if isinstance(message, SaveState) and buffer:
+                await self._flush(payload, buffer)  # events emitted before the save keep their order
+                buffer = []
+            if isinstance(
+                message, WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten | LoadState | SaveState
+            ):
+                try:
+                    event = await self._serve(payload, child, message, written)
                 except (OperatorError, DispatcherError, OSError, ValueError) as error:
                     if isinstance(error, DispatcherError) and error.status_code in {404, 409}:
                         raise _AttemptOverError(error.detail, canceled=False) from None
                     await child.kill()
-                    retryable = not isinstance(error, DispatcherError) or error.status_code >= 500
-                    return CompletionStatus.FAILED, buffer, f"storing the operator's data failed: {error}", retryable
+                    if isinstance(error, OperatorError):
+                        retryable = error.retryable
+                    else:
+                        retryable = not isinstance(error, DispatcherError) or error.status_code >= 500
+                    failure = f"serving the operator's {message.kind} request failed: {error}"
+                    return CompletionStatus.FAILED, buffer, failure, retryable
             receive = asyncio.create_task(child.receive())
             if event is not None:
                 if not buffer:
@@ -318,16 +347,23 @@ class Wrapper:
                     await self._flush(payload, buffer)
                     buffer = []
 
-    async def _serve_data(
+    async def _serve(
         self,
         payload: TaskPayload,
         child: Child,
-        message: WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten,
-        replaced: set[tuple[int, str]],
+        message: WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten | LoadState | SaveState,
+        written: set[tuple[int, str]],
     ) -> EmittedEvent | None:
-        """Store what the child wrote (its data event comes back), or hand it its input."""
+        """Store what the child wrote (its data event comes back) or its batch query's result, hand it its input
+        or its query's datasets, or read or save its operator state. A refusal the child can act on goes back to
+        it; anything else fails the attempt."""
         if isinstance(message, WriteOutput):
-            return await self.data.store_output(payload, message, replaced)
+            # the wrapper stores and then deletes the file: only the child's own files may be named
+            if not _inside(message.path, child.workdir):
+                raise OperatorError(
+                    f"write: {message.path} is not under the operator's working directory", retryable=False
+                )
+            return await self.data.store_output(payload, message, written)
         if isinstance(message, QueryResultWritten):
             await self.data.store_query_result(payload, message)
             return None
@@ -339,13 +375,62 @@ class Wrapper:
             else:
                 await child.send(staged)
             return None
-        try:
-            path = await self.data.fetch_input(payload, child.workdir)
-        except (OperatorError, DispatcherError) as error:
-            await child.send(InputReady(error=str(error)))
-        else:
-            await child.send(InputReady(path=str(path)))
+        if isinstance(message, NeedInput):
+            try:
+                path = await self.data.fetch_input(payload, child.workdir)
+            except (OperatorError, DispatcherError) as error:
+                await child.send(InputReady(error=str(error)))
+            else:
+                await child.send(InputReady(path=str(path)))
+            return None
+        if isinstance(message, LoadState):
+            stored = await self.client.read_operator_state(
+                OperatorStateReadRequest(
+                    task_id=payload.task_id, attempt_id=payload.attempt_id, attempt_token=payload.attempt_token
+                )
+            )
+            await child.send(StateLoaded(state=stored.state, revision=stored.revision))
+            return None
+        await child.send(await self._save_state(payload, message))
         return None
+
+    async def _save_state(self, payload: TaskPayload, message: SaveState) -> StateSaved:
+        try:
+            call = OperatorStateWriteRequest(
+                task_id=payload.task_id,
+                attempt_id=payload.attempt_id,
+                attempt_token=payload.attempt_token,
+                expected_revision=message.expected_revision,
+                state=message.state,
+                events=[cascaded(payload, event) for event in message.events],
+            )
+        except ValidationError as error:
+            return StateSaved(error=f"the state or its events are not valid: {error}", retryable=False)
+        try:
+            saved = await self.client.write_operator_state(call)
+        except DispatcherError as error:
+            if error.status_code == 412:
+                current = error.extra.get("revision", 0) if isinstance(error.extra, dict) else 0
+                return StateSaved(conflict=True, revision=current)
+            if error.status_code in {404, 409} or error.status_code >= 500:
+                raise
+            return StateSaved(error=error.detail, retryable=False)
+        return StateSaved(revision=saved.revision)
+
+    async def _cascade_unwritten(self, payload: TaskPayload, written: set[tuple[int, str]]) -> list[EmittedEvent]:
+        """A replace job that rewrote an invalidated scope: each stored output it did not write has that scope
+        cleared and gets its invalidation (see worker.cascade)."""
+        if payload.input_event is None or not rewrites_invalidation(payload):
+            return []
+        scope = payload.input_event.scope
+        outputs = {output for output, _ in written}
+        events = []
+        for target in payload.outputs:
+            if target.storage is OutputStorage.NONE or target.index in outputs:
+                continue
+            await self.data.clear_scope(payload, target.index, scope)
+            events.append(EmittedEvent(output=target.index, kind=EventKind.INVALIDATION, scope=scope))
+        return events
 
     async def _flush(self, payload: TaskPayload, events: list[EmittedEvent]) -> None:
         try:
@@ -419,6 +504,11 @@ class Wrapper:
                 error = result.error or CallError(status_code=500, detail="the dispatcher gave no answer")
                 answers.append(DispatcherError(error.status_code, error.detail))
         return answers
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is under `folder` once links and `..` are resolved (two stat calls: fine in the loop)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
 async def _settle(tasks: set[asyncio.Task[None]], timeout_s: float) -> None:

@@ -61,6 +61,16 @@ class EventScope(Contract):
         start, end = (self.range.start, self.range.end) if self.range else (None, None)
         return scope_key(self.cursor, self.partition_key, start, end)
 
+    @property
+    def storage_key(self) -> str:
+        """The key a scope's rows are stored under (`_trace_scope` of Postgres datasets). A scope with a range
+        is stored under its range alone, as its Parquet file is named after the range: the cursor of a block
+        event (its hash) or a manifest's partition key tells events apart, but a rewrite of blocks n..m from
+        another branch must replace the rows the first branch wrote."""
+        if self.range is None:
+            return self.key
+        return scope_key(None, None, self.range.start, self.range.end)
+
 
 class EmittedEvent(Contract):
     """An event as a task emits it: for its output `output` (index into the job's outputs)."""

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from trace_core.contracts._base import Contract
 from trace_core.contracts.events import EmittedEvent, EventScope
 from trace_core.contracts.queries import ResultColumn
 from trace_core.contracts.tasks import TaskPayload, TaskStatus
 from trace_core.dag.config import Runtime
+from trace_core.idempotency import canonical_json
 
 MAX_EVENTS_PER_CALL = 10_000
 MAX_ROWS_PER_CALL = 50_000
+MAX_OPERATOR_STATE_BYTES = 1_000_000
 
 
 class AttemptCall(Contract):
@@ -94,7 +96,13 @@ class RowsRequest(AttemptCall):
     replace_scope: bool = Field(
         False, description="delete the rows written earlier for this scope first (update_strategy replace)"
     )
-    rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ROWS_PER_CALL)
+    rows: list[dict[str, Any]] = Field(max_length=MAX_ROWS_PER_CALL)
+
+    @model_validator(mode="after")
+    def _rows_or_clear(self) -> Self:
+        if not self.rows and not self.replace_scope:
+            raise ValueError("rows: give at least one row, or replace_scope: true with no rows to clear the scope")
+        return self
 
 
 class RowsResponse(Contract):
@@ -138,6 +146,39 @@ class TaskInputResponse(Contract):
     parquet_key: str | None = None
     columns: list[Column] = Field(default_factory=list)
     rows: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class OperatorStateReadRequest(AttemptCall):
+    """The durable state of the task's job (`operator_state`, keyed by org and job)."""
+
+
+class OperatorState(Contract):
+    """A job's operator state and its revision; revision 0 and no state: nothing was saved yet."""
+
+    state: dict[str, Any] | None = None
+    revision: int = Field(0, ge=0)
+
+
+class OperatorStateWriteRequest(AttemptCall):
+    """Compare-and-swap of the job's operator state, with the events it accounts for, in one transaction:
+    either both are stored or neither. Refused with 412 when the stored revision is not `expected_revision`."""
+
+    expected_revision: int = Field(ge=0, description="the revision the new state was computed from (0: none yet)")
+    state: dict[str, Any]
+    events: list[EmittedEvent] = Field(default_factory=list, max_length=MAX_EVENTS_PER_CALL)
+
+    @model_validator(mode="after")
+    def _bounded_state(self) -> Self:
+        size = len(canonical_json(self.state))
+        if size > MAX_OPERATOR_STATE_BYTES:
+            raise ValueError(f"state is {size} bytes; operator state holds at most {MAX_OPERATOR_STATE_BYTES}")
+        return self
+
+
+class OperatorStateWriteResponse(Contract):
+    revision: int = Field(ge=1, description="the revision now stored")
+    accepted_events: int = Field(ge=0)
+    duplicate_events: int = Field(ge=0)
 
 
 class ErrorResponse(Contract):

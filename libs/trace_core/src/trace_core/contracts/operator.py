@@ -6,7 +6,7 @@ it, and the environment of the slot (with resolved secrets) to run it in.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -52,6 +52,42 @@ class InputReady(Contract):
     error: str | None = None
 
 
+class LoadState(Contract):
+    """The child asks for its job's operator state; the wrapper answers with `StateLoaded`."""
+
+    kind: Literal["load_state"] = "load_state"
+
+
+class StateLoaded(Contract):
+    """Wrapper → child: the job's operator state and revision (0: none saved yet), or why it could not be read."""
+
+    kind: Literal["state"] = "state"
+    state: dict[str, Any] | None = None
+    revision: int = Field(0, ge=0)
+    error: str | None = None
+
+
+class SaveState(Contract):
+    """The child stores a new operator state computed from revision `expected_revision`, together with the events
+    it accounts for (one transaction); the wrapper answers with `StateSaved`."""
+
+    kind: Literal["save_state"] = "save_state"
+    expected_revision: int = Field(ge=0)
+    state: dict[str, Any]
+    events: list[EmittedEvent] = Field(default_factory=list)
+
+
+class StateSaved(Contract):
+    """Wrapper → child: the revision now stored; or `conflict` (another writer stored `revision` first); or an
+    error (`retryable` false when another attempt cannot fix it)."""
+
+    kind: Literal["saved"] = "saved"
+    revision: int = Field(0, ge=0)
+    conflict: bool = False
+    error: str | None = None
+    retryable: bool = True
+
+
 class NeedQueryInputs(Contract):
     """The child (`duckdb_query`) asks for its query's pinned datasets; the wrapper answers with `QueryInputsReady`."""
 
@@ -92,5 +128,6 @@ class Ready(Contract):
 
 
 ChildMessage = Annotated[
-    Emit | WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten | Done | Ready, Field(discriminator="kind")
+    Emit | WriteOutput | NeedInput | LoadState | SaveState | NeedQueryInputs | QueryResultWritten | Done | Ready,
+    Field(discriminator="kind"),
 ]

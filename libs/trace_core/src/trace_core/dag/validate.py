@@ -5,8 +5,9 @@ from __future__ import annotations
 from graphlib import CycleError, TopologicalSorter
 
 from trace_core import naming
-from trace_core.dag.config import Activation, DagConfig, UpdateStrategy
+from trace_core.dag.config import Activation, DagConfig, ExecutionStrategy, Runtime, UpdateStrategy
 from trace_core.dag.errors import ConfigIssue
+from trace_core.dag.operators import config_problems
 
 
 def check_dag(config: DagConfig) -> list[ConfigIssue]:
@@ -16,6 +17,7 @@ def check_dag(config: DagConfig) -> list[ConfigIssue]:
     issues += _check_wiring(config)
     issues += _check_jobs(config)
     issues += _check_publish(config)
+    issues += _check_operators(config)
     if not any(issue.path[-1] == "job" for issue in issues):
         issues += _check_acyclic(config)
     return issues
@@ -156,3 +158,52 @@ def _check_acyclic(config: DagConfig) -> list[ConfigIssue]:
         cycle: list[str] = error.args[1]
         return [ConfigIssue(("jobs", cycle[1], "inputs"), "the inputs form a cycle: " + " -> ".join(cycle))]
     return []
+
+
+def _check_operators(config: DagConfig) -> list[ConfigIssue]:
+    """Built-in operators: their config (`trace_core.dag.operators`) and what each needs of its job."""
+    issues: list[ConfigIssue] = []
+    for name, job in config.jobs.items():
+        path = ("jobs", name)
+        problems = config_problems(job.operator, job.config)
+        issues += [ConfigIssue((*path, "config", *where), message) for where, message in problems]
+        if job.operator == "block_follower":
+            if job.activation is not Activation.SOURCE:
+                issues.append(ConfigIssue((*path, "activation"), "block_follower is a source: set activation: source"))
+            if job.runtime != Runtime.ECS_PYTHON.value:
+                issues.append(
+                    ConfigIssue((*path, "runtime"), "block_follower runs for as long as it follows: use ecs_python")
+                )
+            slots = config.worker_pools.get(job.worker_pool or "", [])
+            every_slot_sets_url = bool(slots) and all("RPC_URL" in (s.env | s.secret_env) for s in slots)
+            if "rpc_url" not in job.config and not every_slot_sets_url:
+                issues.append(
+                    ConfigIssue(
+                        (*path, "config", "rpc_url"),
+                        "block_follower needs the node's JSON-RPC URL: set config.rpc_url, or run the job in a "
+                        "worker_pool whose every slot sets RPC_URL",
+                    )
+                )
+        if job.operator in {"range_aggregator", "range_splitter"} and job.outputs:
+            issues.append(
+                ConfigIssue((*path, "outputs"), f"{job.operator} emits events only: remove outputs (it stores no rows)")
+            )
+        if job.operator == "range_aggregator":
+            # the manifests depend on the order blocks arrive in: one input, one task at a time, in event order
+            if len(job.inputs) > 1:
+                issues.append(ConfigIssue((*path, "inputs"), "range_aggregator reads one ordered input"))
+            if job.execution_strategy != ExecutionStrategy.PER_UPDATE.value:
+                issues.append(
+                    ConfigIssue(
+                        (*path, "execution_strategy"),
+                        "range_aggregator consumes blocks in order: it runs PerUpdate",
+                    )
+                )
+            if job.scaling.max_concurrency != 1:
+                issues.append(
+                    ConfigIssue(
+                        (*path, "scaling", "max_concurrency"),
+                        "range_aggregator consumes blocks in order: max_concurrency must be 1",
+                    )
+                )
+    return issues

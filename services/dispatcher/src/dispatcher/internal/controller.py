@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, get, post
+from litestar import Controller, get, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 
+from dispatcher.internal.operator_state import OperatorStateApi
 from dispatcher.internal.queries import BatchQueryApi, columns_header
 from dispatcher.internal.rows import RowsApi
 from dispatcher.internal.service import WorkerApi
@@ -19,6 +20,10 @@ from trace_core.contracts.internal import (
     EmitEventsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    OperatorState,
+    OperatorStateReadRequest,
+    OperatorStateWriteRequest,
+    OperatorStateWriteResponse,
     QueryInputRequest,
     QueryResultRequest,
     QueryResultResponse,
@@ -96,6 +101,22 @@ class InternalController(Controller):
     async def task_input(self, state: State, data: JSONBody[TaskInputRequest]) -> TaskInputResponse:
         api: RowsApi = state.rows_api
         return await api.task_input(data)
+
+    @post("/operator-state/read", status_code=200, summary="The operator state of the task's job, with its revision")
+    async def operator_state_read(self, state: State, data: JSONBody[OperatorStateReadRequest]) -> OperatorState:
+        api: OperatorStateApi = state.operator_state_api
+        return await api.read(data)
+
+    @put(
+        "/operator-state",
+        status_code=200,
+        summary="Compare-and-swap the job's operator state, storing its events in the same transaction",
+    )
+    async def operator_state_write(
+        self, state: State, data: JSONBody[OperatorStateWriteRequest]
+    ) -> OperatorStateWriteResponse:
+        api: OperatorStateApi = state.operator_state_api
+        return await api.write(data)
 
     @post("/batch-queries", status_code=201, summary="Query Service: pin a batch query's datasets and queue its task")
     async def submit_batch_query(self, state: State, data: JSONBody[BatchQueryRequest]) -> BatchQueryResponse:

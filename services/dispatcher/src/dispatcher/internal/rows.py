@@ -4,7 +4,8 @@ task's input scope lives (a Parquet file key, or the rows of a Postgres dataset)
 A dataset version's table (`trace_data.ds_<uuid>_<version>`) is created by its first write, with column types
 taken from that write's JSON values; later writes must fit those columns. Each call is one transaction: the
 gate, the optional delete of the scope's earlier rows (`replace`) and the insert, so a refused call writes
-nothing. Rows carry the scope they were written for (`_trace_scope`) and the task that wrote them.
+nothing. Rows carry the scope they were written for (`_trace_scope`, the scope's `storage_key`: its range when
+it has one) and the task that wrote them.
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ class RowsApi:
             table = table_of(target["storage_location"])
             names = _check_rows(call, unique_key)
             existing = {row["name"]: row["type"] for row in await repo.table_columns(conn, table)}
+            if not call.rows:  # a scope rewritten with no rows: clearing it is the whole write
+                replaced = await repo.delete_scope(conn, table, call.scope.storage_key) if existing else 0
+                return RowsResponse(written=0, duplicates=0, replaced=replaced)
             if not existing:
                 columns = [(name, _pg_type(name, [row.get(name) for row in call.rows])) for name in names]
                 await repo.create_table(conn, table, columns, unique_key)
@@ -129,7 +133,7 @@ class RowsApi:
             if unique_key and update:
                 # one statement cannot update a row twice: within a call the last row of a key wins
                 rows = list({tuple(row[k] for k in unique_key): row for row in rows}.values())
-            replaced = await repo.delete_scope(conn, table, call.scope.key) if call.replace_scope else 0
+            replaced = await repo.delete_scope(conn, table, call.scope.storage_key) if call.replace_scope else 0
             try:
                 async with conn.transaction():
                     written, skipped = await repo.insert_rows(
@@ -137,7 +141,7 @@ class RowsApi:
                         table,
                         columns,
                         rows,
-                        scope_key=call.scope.key,
+                        scope_key=call.scope.storage_key,
                         task_id=call.task_id,
                         unique_key=unique_key,
                         update_on_conflict=update,
@@ -164,10 +168,10 @@ class RowsApi:
             source = await repo.input_target(conn, call.task_id)
             if source is None:
                 raise _bad_request(f"task {call.task_id} has no input event (a source run reads no input)")
+            scope = EventScope.from_columns(
+                source["scope_cursor"], source["partition_key"], source["range_start"], source["range_end"]
+            )
             if source["storage"] == "s3":
-                scope = EventScope.from_columns(
-                    source["scope_cursor"], source["partition_key"], source["range_start"], source["range_end"]
-                )
                 key = scope_file_key(source["org_id"], source["dataset_uuid"], source["dataset_version"], scope)
                 return TaskInputResponse(storage="s3", parquet_key=key)
             if source["storage"] != "postgres":
@@ -178,7 +182,6 @@ class RowsApi:
                 for row in await repo.table_columns(conn, table)
                 if not row["name"].startswith(SYSTEM_COLUMN_PREFIX)
             ]
-            rows = (
-                await repo.select_scope(conn, table, [c.name for c in columns], source["scope_key"]) if columns else []
-            )
+            names = [c.name for c in columns]
+            rows = await repo.select_scope(conn, table, names, scope.storage_key) if columns else []
         return TaskInputResponse(storage="postgres", columns=columns, rows=rows)

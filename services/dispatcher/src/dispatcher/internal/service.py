@@ -171,7 +171,7 @@ class WorkerApi:
                         raise _conflict(
                             f"task {call.task_id} is already {status.value}; this completion is not accepted"
                         )
-                    _check_outputs(call.events, gate["output_count"], "events")
+                    check_outputs(call.events, gate["output_count"], "events")
                 except HTTPException as refused:
                     results[index] = refused
                     continue
@@ -226,7 +226,7 @@ class WorkerApi:
             gate = await gate_attempt(conn, call)
             if TaskStatus(gate["task_status"]).is_terminal:
                 raise _conflict(f"task {call.task_id} is {gate['task_status']}; it cannot emit events any more")
-            _check_outputs(call.events, gate["output_count"], "events")
+            check_outputs(call.events, gate["output_count"], "events")
             counts = await repo.insert_events(conn, [(call.task_id, call.attempt_id, e) for e in call.events])
         accepted, duplicates = counts.get(call.task_id, (0, 0))
         if accepted:
@@ -299,7 +299,8 @@ def _check_gate(gate: Row | None, call: AttemptCall) -> Row:
     return gate
 
 
-def _check_outputs(events: list[EmittedEvent], output_count: int, field: str) -> None:
+def check_outputs(events: list[EmittedEvent], output_count: int, field: str) -> None:
+    """Every event names an output of the job (a 400 naming the first that does not)."""
     for index, event in enumerate(events):
         if event.output >= output_count:
             raise ClientException(

@@ -86,7 +86,12 @@ ORDER BY vj.job_name;
 
 -- name: dag_datasets --
 SELECT ds.job_name, ds.output_index, ds.dataset_uuid, ds.dataset_name, ds.storage, ds.format, ds.write_mode,
-       pe.dataset_version
+       pe.dataset_version,
+       -- how far the output got: its newest event (one index probe per output)
+       (SELECT jsonb_build_object('kind', e.kind, 'cursor', e.scope_cursor, 'partition_key', e.partition_key,
+                                  'range_start', e.range_start, 'range_end', e.range_end, 'payload', e.payload,
+                                  'created_at', e.created_at)
+        FROM events e WHERE e.dataset_version = pe.dataset_version ORDER BY e.event_id DESC LIMIT 1) AS last_event
 FROM datasets ds
 LEFT JOIN pointer_set_entries pe ON pe.dataset_uuid = ds.dataset_uuid AND pe.pointer_set_id = %(pointer_set_id)s
 WHERE ds.dag_id = %(dag_id)s

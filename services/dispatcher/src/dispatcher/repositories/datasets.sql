@@ -60,7 +60,7 @@ WHERE t.task_id = %(task_id)s AND ds.output_index = %(output)s;
 
 -- name: input_target --
 -- The input event of a task and where its dataset version lives.
-SELECT e.org_id, e.dataset_uuid, e.dataset_version, e.scope_key, e.scope_cursor, e.partition_key, e.range_start,
+SELECT e.org_id, e.dataset_uuid, e.dataset_version, e.scope_cursor, e.partition_key, e.range_start,
        e.range_end, ds.storage, ds.dataset_name, dv.storage_location
 FROM tasks t
 JOIN events e ON e.event_id = t.input_event_id

@@ -362,7 +362,8 @@ SELECT task_id, attempt_id, lease_expires_at FROM attempts;
 -- Each task and its newest attempt, locked in a fixed order (so concurrent batches cannot deadlock): every
 -- call an attempt makes is checked against this.
 SELECT t.task_id, t.status AS task_status, t.cancel_requested_at, t.attempt_count, t.max_attempts, t.org_id,
-       t.query_id, a.attempt_id, a.attempt_number, a.attempt_token_hash, a.status AS attempt_status, a.started_at,
+       t.job_id, vj.job_name, t.query_id, a.attempt_id, a.attempt_number, a.attempt_token_hash,
+       a.status AS attempt_status, a.started_at,
        a.lease_expires_at, j.activation, vj.timeout_s,
        (SELECT count(*) FROM dataset_versions dv WHERE dv.job_id = t.job_id) AS output_count
 FROM tasks t
