@@ -93,3 +93,30 @@ def append_run(event: dict[str, Any], config: dict[str, Any]) -> None:
     time.sleep(config.get("sleep_s", 0.1))
     with Path(config["dir"], "runs.log").open("a") as log:
         log.write(f"{event['payload']['n']}\n")
+
+
+def numbered_rows(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A source writing `{"n": n}` for scope cursor n: `count` of them, or with `stop` one every `interval_s`
+    until that file exists, holding while the file `pause` exists."""
+    n = 0
+    while n < config.get("count", 2**31):
+        if "stop" in config and Path(config["stop"]).exists():
+            return
+        if "pause" in config and Path(config["pause"]).exists():
+            time.sleep(0.05)
+            continue
+        yield {"rows": [{"n": n}], "scope": {"cursor": str(n)}}
+        n += 1
+        time.sleep(config.get("interval_s", 0))
+
+
+def scaled_rows(event: dict[str, Any], config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """`{"n", "value": n * factor}` for the input scope. Waits while the file `gate` is missing; while the file
+    `hang` exists it writes `hanging-{n}` (its pid) to `dir` and sleeps."""
+    n = int(event["scope"]["cursor"])
+    while "gate" in config and not Path(config["gate"]).exists():
+        time.sleep(0.05)
+    if "hang" in config and Path(config["hang"]).exists():
+        Path(config["dir"], f"hanging-{n}").write_text(str(os.getpid()))
+        time.sleep(600)
+    yield {"rows": [{"n": n, "value": n * config["factor"]}]}

@@ -1,0 +1,98 @@
+"""What changes when a version starts or stops being served: published names, worker-pool slots, source runs,
+and the tasks of jobs that leave service. Deploy, cutover and rollback call these inside their transactions."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from dispatcher.repositories import dags as dags_repo
+from dispatcher.repositories import lifecycle as repo
+from dispatcher.repositories import tasks as tasks_repo
+from trace_core.dag.config import Activation, DagConfig
+from trace_core.db.pool import Connection
+
+
+class PublishConflictError(Exception):
+    """A name the version publishes is produced by another DAG (the single-producer rule)."""
+
+    def __init__(self, index: int, name: str, other_dag: str) -> None:
+        super().__init__(
+            f"publish.{index}.dataset: {name!r} is already produced by DAG {other_dag!r}; a published name has "
+            "a single producer"
+        )
+        self.field = f"publish.{index}.dataset"
+
+
+async def check_names_free(conn: Connection, org_id: UUID, dag_id: UUID | None, config: DagConfig) -> None:
+    """Raise `PublishConflictError` for the first name of `config.publish` another DAG publishes."""
+    taken = await dags_repo.dataset_names_taken(conn, org_id, [p.dataset for p in config.publish], dag_id)
+    if taken:
+        row = taken[0]
+        index = next(i for i, p in enumerate(config.publish) if p.dataset == row["dataset_name"])
+        raise PublishConflictError(index, row["dataset_name"], row["dag_name"])
+
+
+async def publish_version(conn: Connection, org_id: UUID, dag_id: UUID, config: DagConfig) -> None:
+    """Make the DAG publish exactly `config.publish` (names move, appear and disappear in one transaction)."""
+    await check_names_free(conn, org_id, dag_id, config)
+    names: dict[UUID, str] = {}
+    for entry in config.publish:
+        dataset = await repo.dataset_of_output(conn, dag_id, entry.job, entry.output)
+        assert dataset is not None, f"{entry.job}.{entry.output} was deployed before it is published"
+        names[dataset["dataset_uuid"]] = entry.dataset
+    await repo.apply_publish(conn, dag_id, names)
+
+
+async def sync_worker_pools(
+    conn: Connection, org_id: UUID, dag_id: UUID, config: DagConfig, still_served: DagConfig | None = None
+) -> None:
+    """Slots as `config` defines them, at once (pools are execution-only). Pools only `still_served` (the
+    version serving while `config` rebuilds) defines stay as they are until that version leaves service."""
+    for pool_name, slots in config.worker_pools.items():
+        await repo.upsert_slots(conn, org_id, dag_id, pool_name, [(slot.env, slot.secret_env) for slot in slots])
+    sizes = {name: len(slots) for name, slots in config.worker_pools.items()}
+    if still_served is not None:
+        for name, slots in still_served.worker_pools.items():
+            sizes.setdefault(name, len(slots))
+    await repo.retire_slots(conn, dag_id, sizes)
+
+
+async def start_source_runs(
+    conn: Connection,
+    org_id: UUID,
+    dag_id: UUID,
+    version_id: UUID,
+    config: DagConfig,
+    job_ids: dict[str, UUID],
+    names: set[str],
+) -> dict[str, UUID]:
+    """A run for each source job of `names` (new job rows); returns the runs started."""
+    runs: dict[str, UUID] = {}
+    for name in sorted(names):
+        job = config.jobs[name]
+        if job.activation is not Activation.SOURCE:
+            continue
+        task_id = await tasks_repo.insert_source_run(
+            conn,
+            org_id=org_id,
+            dag_id=dag_id,
+            version_id=version_id,
+            job_id=job_ids[name],
+            runtime=job.runtime,
+            max_attempts=job.max_attempts,
+        )
+        if task_id is not None:
+            runs[name] = task_id
+    return runs
+
+
+async def restore_source_runs(conn: Connection, config: DagConfig, job_ids: dict[str, UUID], names: set[str]) -> None:
+    """Source jobs a rollback brings back run again: their newest run restarts (a new attempt of the same task,
+    so re-emitted events dedupe) unless it is live or ended Completed."""
+    for name in sorted(names):
+        job = config.jobs[name]
+        if job.activation is not Activation.SOURCE:
+            continue
+        run = await repo.source_run_to_restore(conn, job_ids[name])
+        if run is not None and run["status"] in {"Canceled", "Failed"}:
+            await tasks_repo.reopen_source_run(conn, run["task_id"], job.max_attempts)
