@@ -19,7 +19,14 @@ from trace_core.auth.principal import Principal
 from trace_core.auth.repository import principal_by_token_hash
 from trace_core.auth.tokens import hash_token
 from trace_core.objectstore import open_object_store
-from trace_core.query import CheckedQuery, PinnedQuery, QueryEngine, finish_query, pin_datasets
+from trace_core.query import (
+    CheckedQuery,
+    DatasetUnavailableError,
+    PinnedQuery,
+    QueryEngine,
+    finish_query,
+    pin_datasets,
+)
 from trace_core.settings import Settings
 
 
@@ -104,7 +111,9 @@ class Reader:
             async with await psycopg.AsyncConnection.connect(
                 self.stack.database_url, autocommit=True, row_factory=dict_row
             ) as conn:
-                return await pin_datasets(conn, self.principal, sql=sql, mode="interactive", names=checked.dataset_names)
+                return await pin_datasets(
+                    conn, self.principal, sql=sql, mode="interactive", names=checked.dataset_names
+                )
 
         return Pinned(checked, asyncio.run(pin()))
 
@@ -121,6 +130,13 @@ class Reader:
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         return self.run(self.pin(sql))
+
+    def rows(self, dataset: str) -> list[dict[str, Any]]:
+        """Every row of `dataset` by `n`; none while it has no data yet."""
+        try:
+            return self.query(f"select * from {dataset} order by n")
+        except DatasetUnavailableError:
+            return []
 
     def close(self) -> None:
         self.engine.close()

@@ -273,9 +273,12 @@ class Wrapper:
                 receive.cancel()
                 heartbeat.result()  # raises _AttemptOverError
             if receive not in done:
-                if buffer and time.monotonic() >= flush_at:
-                    await self._flush(payload, buffer)
-                    buffer = []
+                # The wait ended for the flush or the deadline. uvloop's timers have millisecond resolution and may
+                # wake a little early: only a deadline actually passed is a timeout (a source has none).
+                if deadline is None or time.monotonic() < deadline:
+                    if buffer and time.monotonic() >= flush_at - 0.01:
+                        await self._flush(payload, buffer)
+                        buffer = []
                     continue
                 receive.cancel()
                 await child.kill()
