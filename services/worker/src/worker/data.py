@@ -23,7 +23,7 @@ from trace_core.contracts.operator import WriteOutput
 from trace_core.contracts.tasks import OutputStorage, TaskPayload
 from trace_core.dag.config import UpdateStrategy
 from trace_core.objectstore import ObjectStore
-from trace_core.storage import scope_file_key
+from trace_core.storage import location_file_key
 from worker.client import DispatcherClient
 from worker.operators import OperatorError
 
@@ -61,7 +61,8 @@ class DataPlane:
         try:
             target = payload.outputs[write.output]
             if target.storage is OutputStorage.S3:
-                key = scope_file_key(payload.org_id, target.dataset_uuid, target.dataset_version, write.scope)
+                assert target.location is not None, "a Parquet output's version has a location"
+                key = location_file_key(target.location, write.scope)
                 await self.store.put_file(key, path)
             elif target.storage is OutputStorage.POSTGRES:
                 table = await asyncio.to_thread(pq.read_table, path)

@@ -54,12 +54,21 @@ _NOT_RESTORABLE = {
 async def rollback_dag(conn: Connection, principal: Principal, dag_name: str, to_version: int | None) -> RollbackResult:
     try:
         async with conn.transaction():
-            await repo.lock_routing(conn)
-            found = await repo.dag_state(conn, principal.org_id, dag_name)
-            if found is None:
+            seen = await repo.dag_state(conn, principal.org_id, dag_name)
+            if seen is None:
                 raise NotFoundException(f"no DAG {dag_name!r}")
-            state = await repo.lock_dag_state(conn, found.dag_id)
+            await repo.lock_routing(conn)
+            state = await repo.lock_dag_state(conn, seen.dag_id)
             assert state is not None
+            # compare-and-swap, as a deploy does: a rollback acts on the DAG as its caller saw it
+            if (state.active_pointer_set_id, state.rebuilding_version_id) != (
+                seen.active_pointer_set_id,
+                seen.rebuilding_version_id,
+            ):
+                raise _conflict(
+                    f"DAG {dag_name!r} changed while this rollback was prepared (a concurrent deploy, cutover or "
+                    "rollback); look at it again and roll back again if you still want to"
+                )
             target = await _target(conn, state, to_version)
             return await _roll_back(conn, state, target)
     except serving.PublishConflictError as error:
