@@ -121,7 +121,9 @@ class Reader:
         result = self.engine.execute(pinned.checked, pinned.pinned.datasets, 10_000)
 
         async def finish() -> None:
-            async with await psycopg.AsyncConnection.connect(self.stack.database_url, autocommit=True) as conn:
+            async with await psycopg.AsyncConnection.connect(
+                self.stack.database_url, autocommit=True, row_factory=dict_row
+            ) as conn:
                 await finish_query(conn, pinned.pinned.query_id, "Completed", row_count=result.table.num_rows)
 
         asyncio.run(finish())
