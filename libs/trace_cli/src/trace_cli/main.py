@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from trace_cli import devstack
+from trace_cli import devstack, lifecycle
+from trace_cli.endpoints import endpoint
 from trace_core.dag import DagConfigError, load_dag_file
 from trace_core.settings import Settings
 
@@ -24,6 +25,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(dag_app, name="dag")
 app.add_typer(dev_app, name="dev")
+lifecycle.register(app)
 
 out = Console()
 err = Console(stderr=True)
@@ -163,7 +165,7 @@ def query(
     if output not in {"table", "csv", "json"}:
         err.print(f"[red]--format:[/red] {output!r} must be table, csv or json")
         raise typer.Exit(2)
-    url, token = _query_endpoint(Settings())
+    url, token = endpoint(Settings(), "query", "trace query")
     body = {"sql": sql, "max_rows": max_rows, "timeout_s": timeout_s, "format": "csv" if output == "csv" else "json"}
     try:
         response = httpx.post(
@@ -183,22 +185,6 @@ def query(
         print(response.text, end="" if response.text.endswith("\n") else "\n")
         return
     _print_table(response.json())
-
-
-def _query_endpoint(settings: Settings) -> tuple[str, str]:
-    """The Query Service URL and API token: TRACE_TOKEN (with TRACE_QUERY_URL), else the dev stack's state."""
-    import os
-
-    token = os.environ.get("TRACE_TOKEN")
-    if token:
-        return settings.query_url, token
-    state = devstack.DevState.read(settings.home.resolve())
-    if state is None:
-        err.print(
-            "[red]trace query:[/red] set TRACE_TOKEN (and TRACE_QUERY_URL), or start the stack with `trace dev up`"
-        )
-        raise typer.Exit(2)
-    return state.query_url, state.admin_token
 
 
 def _print_table(answer: dict[str, Any]) -> None:
