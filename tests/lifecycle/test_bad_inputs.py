@@ -128,6 +128,12 @@ async def test_redeploys_keep_single_producer_and_read_rules(dispatcher: Client,
     readable = await dispatcher.post("/v1/dags", content=reading, headers=writer)
     assert readable.status_code == 201 and readable.json()["rebuild_jobs"] == ["sink"]
 
+    # the producer may not stop publishing what another DAG reads
+    unpublishing = OTHER.split("publish:")[0]
+    kept = await dispatcher.post("/v1/dags", content=unpublishing, headers=headers)
+    assert kept.status_code == 409 and kept.json()["extra"] == [{"field": "publish"}]
+    assert "'doubled' is read by job 'sink' of DAG 'hello'" in kept.json()["detail"]
+
     # a DAG reads its own outputs through `job`, not through its published name
     own = OTHER.replace("publish:", "  again:\n    operator: noop\n    inputs: [{from: {dataset: doubled}}]\npublish:")
     refused = await dispatcher.post("/v1/dags", content=own, headers=headers)

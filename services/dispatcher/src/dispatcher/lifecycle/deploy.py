@@ -192,6 +192,7 @@ async def _redeploy(
     _refuse_unsupported_outputs(config)
     cross_dag = await _resolve_cross_dag_inputs(conn, principal, config)
     await serving.check_names_free(conn, org_id, dag_id, config)
+    await serving.check_readers_kept(conn, dag_id, config)
     await _refuse_output_changes(conn, dag_id, active, config, changes.rebuild, rematerialize)
     rebuild = rematerialize and bool(changes.rebuild)
     build = _Build(org_id, dag_id, uuid.uuid4(), await repo.next_version(conn, dag_id), config, cross_dag)

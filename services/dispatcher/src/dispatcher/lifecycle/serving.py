@@ -13,14 +13,12 @@ from trace_core.db.pool import Connection
 
 
 class PublishConflictError(Exception):
-    """A name the version publishes is produced by another DAG (the single-producer rule)."""
+    """What a version publishes conflicts with another DAG: a name it produces (the single-producer rule), or a
+    dataset it reads."""
 
-    def __init__(self, index: int, name: str, other_dag: str) -> None:
-        super().__init__(
-            f"publish.{index}.dataset: {name!r} is already produced by DAG {other_dag!r}; a published name has "
-            "a single producer"
-        )
-        self.field = f"publish.{index}.dataset"
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 async def check_names_free(conn: Connection, org_id: UUID, dag_id: UUID | None, config: DagConfig) -> None:
@@ -29,7 +27,28 @@ async def check_names_free(conn: Connection, org_id: UUID, dag_id: UUID | None, 
     if taken:
         row = taken[0]
         index = next(i for i, p in enumerate(config.publish) if p.dataset == row["dataset_name"])
-        raise PublishConflictError(index, row["dataset_name"], row["dag_name"])
+        raise PublishConflictError(
+            f"publish.{index}.dataset",
+            f"publish.{index}.dataset: {row['dataset_name']!r} is already produced by DAG {row['dag_name']!r}; a "
+            "published name has a single producer",
+        )
+
+
+async def check_readers_kept(conn: Connection, dag_id: UUID, config: DagConfig) -> None:
+    """Raise `PublishConflictError` when `config` stops publishing a dataset another DAG's serving job reads: that
+    reader would silently stop getting data (a DAG never drives another DAG's materialization)."""
+    kept = []
+    for entry in config.publish:
+        dataset = await repo.dataset_of_output(conn, dag_id, entry.job, entry.output)
+        if dataset is not None:
+            kept.append(dataset["dataset_uuid"])
+    read = await repo.unpublished_but_read(conn, dag_id, kept)
+    if read is not None:
+        raise PublishConflictError(
+            "publish",
+            f"publish: {read['dataset_name']!r} is read by job {read['reader_job']!r} of DAG {read['reader_dag']!r}; "
+            "keep publishing it (from the same job output) until that DAG stops reading it",
+        )
 
 
 async def publish_version(conn: Connection, org_id: UUID, dag_id: UUID, config: DagConfig) -> None:

@@ -321,3 +321,7 @@ async def rebuild_progress(
 ) -> list[Row]:
     params = {"version_id": version_id, "active_pointer_set_id": active_pointer_set_id, "target": target or 0}
     return await _all(conn, "rebuild_progress", params)
+
+
+async def unpublished_but_read(conn: Connection, dag_id: UUID, kept: list[UUID]) -> Row | None:
+    return await _one(conn, "unpublished_but_read", {"dag_id": dag_id, "kept": kept})

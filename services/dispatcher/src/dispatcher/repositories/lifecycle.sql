@@ -410,3 +410,16 @@ SELECT vj.job_name, vj.job_id, j.activation,
 FROM dag_version_jobs vj JOIN jobs j ON j.job_id = vj.job_id
 WHERE vj.dag_version_id = %(version_id)s AND vj.rebuilds
 ORDER BY vj.job_name;
+
+-- name: unpublished_but_read --
+-- A dataset this DAG publishes now, left out of `kept`, that a serving job of another DAG reads.
+SELECT ds.dataset_name, d.dag_name AS reader_dag, vj.job_name AS reader_job
+FROM datasets ds
+JOIN job_inputs ji ON ji.dataset_uuid = ds.dataset_uuid AND ji.upstream_job_id IS NULL
+JOIN jobs j ON j.job_id = ji.job_id
+JOIN dags d ON d.dag_id = j.dag_id AND d.dag_id <> ds.dag_id
+JOIN dag_version_jobs vj ON vj.job_id = j.job_id
+    AND vj.dag_version_id IN (d.active_version_id, d.rebuilding_version_id)
+WHERE ds.dag_id = %(dag_id)s AND ds.dataset_name IS NOT NULL AND ds.dataset_uuid <> ALL(%(kept)s::uuid[])
+ORDER BY ds.dataset_name, d.dag_name, vj.job_name
+LIMIT 1;
