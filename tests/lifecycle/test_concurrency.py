@@ -50,13 +50,19 @@ def race(stack: Stack, calls: list[Callable[[httpx.Client], httpx.Response]]) ->
         return [future.result(timeout=60) for future in futures]
 
 
+# No worker runs in these tests, so a rebuild of the source never catches up: it stays a rebuild.
+REBUILT_SOURCE = "count: 5"
+
+
 def test_concurrent_deploys_exactly_one_wins(stack: Stack, tmp_path: Path) -> None:
     stack.deploy(lifecycle_dag(tmp_path))
     factors = [3, 4, 5, 6]
     answers = race(
         stack,
         [
-            lambda api, f=f: api.post("/v1/dags", content=lifecycle_dag(tmp_path, factor=f))  # type: ignore[misc]
+            lambda api, f=f: api.post(  # type: ignore[misc]
+                "/v1/dags", content=lifecycle_dag(tmp_path, factor=f, source=REBUILT_SOURCE)
+            )
             for f in factors
         ],
     )
@@ -75,12 +81,12 @@ def test_concurrent_deploys_exactly_one_wins(stack: Stack, tmp_path: Path) -> No
 
 def test_a_deploy_and_a_rollback_race_one_wins(stack: Stack, tmp_path: Path) -> None:
     stack.deploy(lifecycle_dag(tmp_path))
-    assert stack.deploy(lifecycle_dag(tmp_path, factor=3))["status"] == "rebuilding"  # no worker: it stays so
+    assert stack.deploy(lifecycle_dag(tmp_path, source=REBUILT_SOURCE))["status"] == "rebuilding"
     rollback, deploy = race(
         stack,
         [
             lambda api: api.post("/v1/dags/lc/rollback"),
-            lambda api: api.post("/v1/dags", content=lifecycle_dag(tmp_path, factor=4)),
+            lambda api: api.post("/v1/dags", content=lifecycle_dag(tmp_path, factor=4, source=REBUILT_SOURCE)),
         ],
     )
     assert sorted([rollback.status_code, deploy.status_code]) == [200, 409], [rollback.text, deploy.text]

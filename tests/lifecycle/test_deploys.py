@@ -127,9 +127,8 @@ def test_rematerialize_none_continues_the_data_instead_of_rebuilding(
     assert dag_status(stack)["active_version"] == 2
     assert [r["value"] for r in reader.rows("scaled")] == [2 * n for n in range(8)]
     pause.unlink()
-    wait_for(lambda: len(reader.rows("total")) == 12, 60, "version 2 to continue")
+    wait_for(lambda: len(reader.rows("total")) == 12 and len(reader.rows("mirror")) == 12, 60, "version 2 to continue")
     rows = reader.rows("scaled")
     assert [r["n"] for r in rows] == list(range(12))
     # the restarted source wrote its first eight scopes again and version 2 processed them with its code
     assert all(r["value"] == 3 * r["n"] for r in rows)
-    assert len(reader.rows("mirror")) == 12

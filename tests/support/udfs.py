@@ -97,7 +97,8 @@ def append_run(event: dict[str, Any], config: dict[str, Any]) -> None:
 
 def numbered_rows(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A source writing `{"n": n}` for scope cursor n: `count` of them, or with `stop` one every `interval_s`
-    until that file exists, holding while the file `pause` exists."""
+    until that file exists, holding while the file `pause` exists. The first `burst` come without delay (a
+    backfill from the start, then following the head)."""
     n = 0
     while n < config.get("count", 2**31):
         if "stop" in config and Path(config["stop"]).exists():
@@ -107,7 +108,8 @@ def numbered_rows(event: dict[str, Any] | None, config: dict[str, Any]) -> Itera
             continue
         yield {"rows": [{"n": n}], "scope": {"cursor": str(n)}}
         n += 1
-        time.sleep(config.get("interval_s", 0))
+        if n >= config.get("burst", 0):
+            time.sleep(config.get("interval_s", 0))
 
 
 def scaled_rows(event: dict[str, Any], config: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -153,6 +153,8 @@ def _render(state: dict[str, Any]) -> RenderableType:
             f"version {rebuild['version']} rebuilding since {_when(rebuild['started_at'])}: round {rebuild['round']}, "
             f"{caught_up}"
         )
+        for reason in rebuild["waiting_for"]:
+            parts.append(f"  waiting for {escape(reason)}")
         if rebuild.get("error"):
             parts.append(f"[red]cutover blocked:[/red] {escape(rebuild['error'])}")
         table = Table(box=None, pad_edge=False)

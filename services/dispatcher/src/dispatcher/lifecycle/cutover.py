@@ -1,17 +1,20 @@
 """Catch-up and cutover (SPEC §6), driven by the leader's rebuild loop (`loops/rebuilds.py`).
 
-A rebuild catches up in rounds. A round has a target: the newest event id when it began. Events from outside
-the rebuild (unchanged upstream jobs, other DAGs) up to the target become tasks of the rebuilding jobs (the
-backfill, in slices); the rebuild's own events reach its downstream jobs through the router as usual; newer
-events from outside wait in Postgres. A rebuild has caught up with its round when every task of its rebuilding
-jobs completed, no event they read is left unrouted, and each rebuilt source has ended or reached the head of
-the version it replaces. Then, if the round began at most TRACE_CUTOVER_LAG_S ago (or nothing arrived since its
-target), the rebuild cuts over; otherwise a new round takes the events that arrived meanwhile.
+A rebuild catches up in rounds. A round has a target: the newest event id when it began. The events its jobs read
+from outside the rebuild (unchanged upstream jobs, other DAGs) or from a rebuilt source, up to the target, become
+tasks of the rebuilding jobs (the backfill, in slices); newer such events wait in Postgres for the next round or
+the cutover. What the rebuild's reactive jobs emit reaches its downstream jobs through the router at once: it all
+derives from the round's work. A rebuild has caught up with its round when every task of its jobs completed, no
+event they read is left unrouted, and each rebuilt source has ended or reached the head of the version it replaces.
 
-The cutover is one transaction: under the routing lock, it checks again that the rebuild caught up, publishes
-the version's names, swaps the DAG's active version and pointer set with a compare-and-swap on the pointer set
-the rebuild replaces, and turns the events that waited into tasks of the new version (the drain). A crash
-anywhere before the commit leaves the old version and pointer set; after it, the new ones.
+Then it cuts over if the round began at most TRACE_CUTOVER_LAG_S ago or nothing arrived since its target (and, with
+a rebuilt source, the round began after the source caught up, so it took the source's history); otherwise a new
+round takes what arrived meanwhile. Rounds shorten as long as the rebuild is faster than its input.
+
+The cutover is one transaction: it checks again that the rebuild caught up, publishes the version's names, swaps
+the DAG's active version and pointer set with a compare-and-swap on the pointer set the rebuild replaces, and
+turns the events that waited into tasks of the new version (the drain). A crash anywhere before the commit leaves
+the old version and pointer set; after it, the new ones.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from uuid import UUID
 from dispatcher.lifecycle import serving
 from dispatcher.loops.context import LoopContext
 from dispatcher.repositories import lifecycle as repo
-from trace_core.dag.config import DagConfig
 from trace_core.db.pool import Pool
 from trace_core.db.queries import Row
 from trace_core.logging import get_logger
@@ -42,6 +44,7 @@ class Rebuild:
     backfilled: int
     round: int
     round_is_recent: bool
+    rebuilds_sources: bool
     error: str | None
 
     @classmethod
@@ -57,6 +60,7 @@ class Rebuild:
             backfilled=row["rebuild_backfilled_event_id"],
             round=row["rebuild_round"],
             round_is_recent=bool(row["round_is_recent"]),
+            rebuilds_sources=row["rebuilds_sources"],
             error=row["rebuild_error"],
         )
 
@@ -82,7 +86,9 @@ async def _advance(ctx: LoopContext, rebuild: Rebuild) -> bool:
         blockers = await repo.rebuild_blockers(conn, rebuild.version_id, rebuild.active_pointer_set_id, rebuild.target)
         if not blockers.caught_up:
             return False
-        if not rebuild.round_is_recent and await repo.events_after_target(conn, rebuild.version_id, rebuild.target):
+        if not may_cut_over(rebuild.round, rebuild.rebuilds_sources) or (
+            not rebuild.round_is_recent and await repo.events_after_target(conn, rebuild.version_id, rebuild.target)
+        ):
             async with conn.transaction():
                 begun = await repo.begin_rebuild_round(conn, rebuild.version_id, rebuild.round)
             if begun is not None:
@@ -95,6 +101,12 @@ async def _advance(ctx: LoopContext, rebuild: Rebuild) -> bool:
                 )
             return begun is not None
     return await cut_over(ctx.pool, rebuild)
+
+
+def may_cut_over(round_number: int, rebuilds_sources: bool) -> bool:
+    """A round's work ends at its target, set when it began. A rebuilt source emits from its start, so the first
+    round held all its output back: only a round that began after the sources caught up holds their history."""
+    return round_number > 1 or not rebuilds_sources
 
 
 async def _backfill(ctx: LoopContext, rebuild: Rebuild) -> bool:
@@ -110,7 +122,7 @@ async def _backfill(ctx: LoopContext, rebuild: Rebuild) -> bool:
             if not await repo.claim_backfill(conn, rebuild.version_id, after, through):
                 return created > 0  # the rebuild ended (cutover, rollback, superseded) meanwhile
             created += await repo.backfill_tasks(
-                conn, rebuild.version_id, jobs, boundary_only=True, after=after, through=through
+                conn, rebuild.version_id, jobs, held_only=True, after=after, through=through
             )
         after = through
     log.info(
@@ -138,7 +150,7 @@ async def cut_over(pool: Pool, rebuild: Rebuild) -> bool:
             if not blockers.caught_up:
                 return False
             assert state.rebuilding_config is not None
-            config = DagConfig.model_validate(state.rebuilding_config)
+            config = serving.stored_config(state.rebuilding_config)
             pointer_set = await repo.version_pointer_set(conn, rebuild.version_id)
             assert pointer_set is not None
             await serving.publish_version(conn, rebuild.org_id, rebuild.dag_id, config)
@@ -162,7 +174,7 @@ async def cut_over(pool: Pool, rebuild: Rebuild) -> bool:
                 conn,
                 rebuild.version_id,
                 [job.job_id for job in new_jobs.values() if job.rebuilds],
-                boundary_only=True,
+                held_only=True,
                 after=rebuild.target,
                 through=None,
             )

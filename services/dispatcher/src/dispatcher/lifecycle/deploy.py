@@ -81,9 +81,10 @@ async def deploy_dag(
     """Deploy `config` in one transaction: version 1 of a new DAG, or a redeploy of an existing one."""
     try:
         async with conn.transaction():
-            if not rematerialize:
-                # the continued jobs take over their predecessors' pending events: no router pass may be routing
-                # them under the old subscriptions meanwhile
+            if not rematerialize or _reads_other_dags(config):
+                # the continued jobs take over their predecessors' pending events, and a new DAG's jobs get the
+                # events other DAGs' datasets already have: no router pass may be routing them under the old
+                # subscriptions meanwhile
                 await repo.lock_routing(conn)
             state = await repo.dag_state(conn, principal.org_id, config.dag)
             if state is None:
@@ -156,7 +157,18 @@ async def _deploy_first_version(
     runs = await serving.start_source_runs(
         conn, org_id, dag_id, build.version_id, config, build.job_ids, set(config.jobs)
     )
-    log.info("dispatcher.dag.deployed", dag=config.dag, version=1, jobs=len(config.jobs), user=principal.user_name)
+    # jobs reading another DAG's dataset start from its start, as a job added by a redeploy does
+    backfilled = await repo.backfill_tasks(
+        conn, build.version_id, list(build.job_ids.values()), held_only=True, after=0, through=None
+    )
+    log.info(
+        "dispatcher.dag.deployed",
+        dag=config.dag,
+        version=1,
+        jobs=len(config.jobs),
+        tasks_from_other_dags=backfilled,
+        user=principal.user_name,
+    )
     jobs = sorted(config.jobs)
     return DeployResult(
         dag=config.dag,
@@ -180,8 +192,8 @@ async def _redeploy(
     rematerialize: bool,
 ) -> DeployResult:
     org_id, dag_id = principal.org_id, state.dag_id
-    active = DagConfig.model_validate(state.active_config)
-    rebuilding = DagConfig.model_validate(state.rebuilding_config) if state.rebuilding_config else None
+    active = serving.stored_config(state.active_config)
+    rebuilding = serving.stored_config(state.rebuilding_config) if state.rebuilding_config else None
     if rebuilding is not None and diff(rebuilding, config).is_empty:
         assert state.rebuilding_version_id is not None and state.rebuilding_version is not None
         return DeployResult(config.dag, dag_id, state.rebuilding_version, state.rebuilding_version_id, "unchanged")
@@ -349,7 +361,7 @@ async def _insert_version(
         version=build.version,
         status=status,
         source_yaml=source_yaml,
-        config=build.config.model_dump(mode="json", by_alias=True),
+        config=build.config.model_dump(mode="json", by_alias=True, exclude_unset=True),
         config_hash=hashlib.sha256(source_yaml.encode()).digest(),
         rematerialize=rematerialize,
         parent_version_id=parent_version_id,
@@ -471,6 +483,10 @@ def _datasets(build: _Build) -> list[DeployedDataset]:
         storage = output.storage.value if output else "none"
         datasets.append(DeployedDataset(job, index, dataset_uuid, dataset_version, storage, names.get((job, index))))
     return datasets
+
+
+def _reads_other_dags(config: DagConfig) -> bool:
+    return any(item.from_.dataset is not None for job in config.jobs.values() for item in job.inputs)
 
 
 def _refuse_unsupported_outputs(config: DagConfig) -> None:

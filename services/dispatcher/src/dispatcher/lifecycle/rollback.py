@@ -20,7 +20,6 @@ from litestar.status_codes import HTTP_409_CONFLICT
 from dispatcher.lifecycle import serving
 from dispatcher.repositories import lifecycle as repo
 from trace_core.auth.principal import Principal
-from trace_core.dag.config import DagConfig
 from trace_core.db.pool import Connection
 from trace_core.db.queries import Row
 from trace_core.logging import get_logger
@@ -117,7 +116,7 @@ async def _roll_back(conn: Connection, state: repo.DagState, target: Row | None)
             f"rolled back: the rebuild of version {state.rebuilding_version} was aborted",
         )
         await repo.retag_live_tasks(conn, sorted(served), state.active_version_id)
-        active = DagConfig.model_validate(state.active_config)
+        active = serving.stored_config(state.active_config)
         await serving.sync_worker_pools(conn, state.org_id, state.dag_id, active)
         log.info("dispatcher.dag.rebuild_aborted", dag=state.dag_name, version=state.rebuilding_version, **ended)
         return RollbackResult(
@@ -131,7 +130,7 @@ async def _roll_back(conn: Connection, state: repo.DagState, target: Row | None)
         )
 
     target_id: UUID = target["dag_version_id"]
-    config = DagConfig.model_validate(target["config"])
+    config = serving.stored_config(target["config"])
     pointer_set = await repo.version_pointer_set(conn, target_id)
     assert pointer_set is not None
     swapped = await repo.swap_active(
@@ -157,7 +156,7 @@ async def _roll_back(conn: Connection, state: repo.DagState, target: Row | None)
     restored = {name for name, job in target_jobs.items() if job.job_id not in active_ids}
     job_ids = {name: job.job_id for name, job in target_jobs.items()}
     backfilled = await repo.backfill_tasks(
-        conn, target_id, [job_ids[name] for name in sorted(restored)], boundary_only=False, after=0, through=None
+        conn, target_id, [job_ids[name] for name in sorted(restored)], held_only=False, after=0, through=None
     )
     await serving.restore_source_runs(conn, config, job_ids, restored)
     await repo.retag_live_tasks(conn, sorted(served), target_id)

@@ -3,6 +3,7 @@ and the tasks of jobs that leave service. Deploy, cutover and rollback call thes
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from dispatcher.repositories import dags as dags_repo
@@ -10,6 +11,17 @@ from dispatcher.repositories import lifecycle as repo
 from dispatcher.repositories import tasks as tasks_repo
 from trace_core.dag.config import Activation, DagConfig
 from trace_core.db.pool import Connection
+
+
+def stored_config(stored: dict[str, Any]) -> DagConfig:
+    """A version's config as `dag_versions.config` holds it. Versions store what was given (`exclude_unset`); those
+    stored before held every default too, `output: 0` beside a `dataset` input included, which the model refuses."""
+    for job in stored.get("jobs", {}).values():
+        for item in job.get("inputs", []):
+            ref = item.get("from", {})
+            if ref.get("dataset") is not None and ref.get("output") == 0:
+                del ref["output"]
+    return DagConfig.model_validate(stored)
 
 
 class PublishConflictError(Exception):

@@ -33,10 +33,9 @@ async def dag_status(conn: Connection, org_id: UUID, dag_name: str) -> dict[str,
 async def _rebuild(conn: Connection, dag: Row) -> dict[str, Any]:
     version_id: UUID = dag["rebuilding_version_id"]
     target, backfilled = dag["rebuild_target_event_id"], dag["rebuild_backfilled_event_id"]
-    caught_up = False
-    if target is not None and backfilled == target:
-        blockers = await repo.rebuild_blockers(conn, version_id, dag["active_pointer_set_id"], target)
-        caught_up = blockers.caught_up
+    waiting_for = [f"the backfill of events {backfilled + 1}..{target}"] if backfilled != target else []
+    blockers = await repo.rebuild_blockers(conn, version_id, dag["active_pointer_set_id"], target)
+    waiting_for += blockers.reasons()
     jobs = []
     for row in await repo.rebuild_progress(conn, version_id, dag["active_pointer_set_id"], target):
         by_status: dict[str, int] = row["tasks"]
@@ -63,7 +62,8 @@ async def _rebuild(conn: Connection, dag: Row) -> dict[str, Any]:
         "round_started_at": dag["rebuild_round_started_at"],
         "target_event_id": target,
         "backfilled_event_id": backfilled,
-        "caught_up": caught_up,
+        "caught_up": not waiting_for,
+        "waiting_for": waiting_for,
         "error": dag["rebuild_error"],
         "jobs": jobs,
     }

@@ -203,7 +203,7 @@ async def backfill_tasks(
     version_id: UUID,
     job_ids: list[UUID],
     *,
-    boundary_only: bool,
+    held_only: bool,
     after: int,
     through: int | None,
 ) -> int:
@@ -213,7 +213,7 @@ async def backfill_tasks(
     params = {
         "version_id": version_id,
         "job_ids": job_ids,
-        "boundary_only": boundary_only,
+        "held_only": held_only,
         "after": after,
         "through": through,
     }
@@ -233,7 +233,20 @@ class Blockers:
 
     @property
     def caught_up(self) -> bool:
-        return not (self.waiting or self.in_flight or self.failed or self.unrouted or self.sources_behind)
+        return not self.reasons()
+
+    def reasons(self) -> list[str]:
+        """What the rebuild still waits for, in words."""
+        reasons = []
+        if self.waiting or self.in_flight:
+            reasons.append(f"{self.waiting + self.in_flight} task(s) of the round to finish")
+        if self.failed:
+            reasons.append(f"{self.failed} task(s) that failed or were canceled (deploy a fix, or roll back)")
+        if self.unrouted:
+            reasons.append(f"{self.unrouted} event(s) to be routed")
+        if self.sources_behind:
+            reasons.append(f"{self.sources_behind} rebuilt source(s) to reach the head of the source they replace")
+        return reasons
 
 
 async def rebuild_blockers(conn: Connection, version_id: UUID, active_pointer_set_id: UUID, target: int) -> Blockers:

@@ -131,23 +131,28 @@ UPDATE dag_versions SET rebuild_error = %(error)s WHERE dag_version_id = %(versi
 SELECT d.dag_id, d.org_id, d.dag_name, d.active_version_id, d.active_pointer_set_id, v.dag_version_id,
        v.version, v.config, v.rebuild_target_event_id, v.rebuild_backfilled_event_id, v.rebuild_round,
        v.rebuild_round_started_at, v.rebuild_error,
-       (now() - v.rebuild_round_started_at) <= make_interval(secs => %(lag_s)s) AS round_is_recent
+       (now() - v.rebuild_round_started_at) <= make_interval(secs => %(lag_s)s) AS round_is_recent,
+       EXISTS (SELECT 1 FROM dag_version_jobs vj JOIN jobs j ON j.job_id = vj.job_id
+               WHERE vj.dag_version_id = v.dag_version_id AND vj.rebuilds AND j.activation = 'source')
+           AS rebuilds_sources
 FROM dags d JOIN dag_versions v ON v.dag_version_id = d.rebuilding_version_id
 ORDER BY v.created_at;
 
 -- name: backfill_tasks --
 -- Tasks of `job_ids` (job rows of version `version_id`) for the events with ids in (after, through] of the
--- dataset versions they read, one per (job, event) as the router makes them. With `boundary_only`, only
--- inputs written outside the version's rebuild: the router brings the rebuild's own events.
+-- dataset versions they read, one per (job, event) as the router makes them. With `held_only`, only inputs a
+-- rebuild holds back between rounds: those not written by the version's rebuilt reactive jobs, whose events the
+-- router brings at once.
 WITH wanted AS (
     SELECT j.job_id, j.org_id, j.dag_id, j.runtime, j.execution_strategy, vj.max_attempts, iv.dataset_version
     FROM dag_version_jobs vj
     JOIN jobs j ON j.job_id = vj.job_id
     JOIN job_input_versions iv ON iv.job_id = vj.job_id
     WHERE vj.dag_version_id = %(version_id)s AND vj.job_id = ANY(%(job_ids)s::uuid[])
-      AND NOT (%(boundary_only)s AND EXISTS (
-          SELECT 1 FROM dag_version_jobs up
-          WHERE up.dag_version_id = vj.dag_version_id AND up.job_id = iv.upstream_job_id AND up.rebuilds))
+      AND NOT (%(held_only)s AND EXISTS (
+          SELECT 1 FROM dag_version_jobs up JOIN jobs uj ON uj.job_id = up.job_id
+          WHERE up.dag_version_id = vj.dag_version_id AND up.job_id = iv.upstream_job_id AND up.rebuilds
+            AND uj.activation = 'reactive'))
 ),
 inserted AS (
     INSERT INTO tasks (org_id, dag_id, dag_version_id, job_id, input_event_id, runtime, partition_key,
@@ -170,15 +175,16 @@ SELECT count(*) AS tasks FROM inserted;
 
 -- name: rebuild_blockers --
 -- What keeps a rebuild from its cutover, counted: tasks of its rebuilding jobs that are not Completed (waiting,
--- in flight, failed or canceled), events they will read that the router has not routed yet (the rebuild's own,
--- and those from outside up to the round's target), and rebuilt sources behind the version they replace.
+-- in flight, failed or canceled), events they will read that the router has not routed yet (those of its rebuilt
+-- reactive jobs, and the held ones up to the round's target), and rebuilt sources behind the version they replace.
 WITH rjobs AS (
     SELECT vj.job_id, j.runtime, j.activation
     FROM dag_version_jobs vj JOIN jobs j ON j.job_id = vj.job_id
     WHERE vj.dag_version_id = %(version_id)s AND vj.rebuilds
 ),
 reads AS (
-    SELECT DISTINCT iv.dataset_version, EXISTS (SELECT 1 FROM rjobs u WHERE u.job_id = iv.upstream_job_id) AS own
+    SELECT DISTINCT iv.dataset_version,
+           EXISTS (SELECT 1 FROM rjobs u WHERE u.job_id = iv.upstream_job_id AND u.activation = 'reactive') AS own
     FROM rjobs r JOIN job_input_versions iv ON iv.job_id = r.job_id
 ),
 sources AS (
@@ -224,15 +230,16 @@ SELECT
         AS sources_behind;
 
 -- name: events_after_target --
--- Whether events from outside the rebuild arrived after the round's target: work the next round would take.
+-- Whether held events (see backfill_tasks) arrived after the round's target: work the next round would take.
 SELECT EXISTS (
     SELECT 1
     FROM dag_version_jobs vj
     JOIN job_input_versions iv ON iv.job_id = vj.job_id
     JOIN events e ON e.dataset_version = iv.dataset_version AND e.event_id > %(target)s
     WHERE vj.dag_version_id = %(version_id)s AND vj.rebuilds
-      AND NOT EXISTS (SELECT 1 FROM dag_version_jobs up
-                      WHERE up.dag_version_id = vj.dag_version_id AND up.job_id = iv.upstream_job_id AND up.rebuilds)
+      AND NOT EXISTS (SELECT 1 FROM dag_version_jobs up JOIN jobs uj ON uj.job_id = up.job_id
+                      WHERE up.dag_version_id = vj.dag_version_id AND up.job_id = iv.upstream_job_id AND up.rebuilds
+                        AND uj.activation = 'reactive')
 ) AS waiting;
 
 -- name: end_live_tasks --
@@ -375,7 +382,7 @@ SELECT vj.job_name, vj.job_id, j.activation,
            AS tasks,
        coalesce((SELECT jsonb_agg(jsonb_build_object(
                     'input', iv.input_index, 'dataset_uuid', iv.dataset_uuid, 'dataset_version', iv.dataset_version,
-                    'from_rebuild', up.job_id IS NOT NULL,
+                    'held', up.job_id IS NULL,
                     'processed', (SELECT scope_position(e.scope_cursor, e.range_end)
                                   FROM tasks t JOIN events e ON e.event_id = t.input_event_id
                                   WHERE t.job_id = vj.job_id AND t.status = 'Completed'
@@ -388,8 +395,8 @@ SELECT vj.job_name, vj.job_id, j.activation,
                         WHERE e.dataset_version = iv.dataset_version AND e.event_id > %(target)s) END)
                     ORDER BY iv.input_index)
                  FROM job_input_versions iv
-                 LEFT JOIN dag_version_jobs up ON up.dag_version_id = vj.dag_version_id
-                     AND up.job_id = iv.upstream_job_id AND up.rebuilds
+                 LEFT JOIN (dag_version_jobs up JOIN jobs uj ON uj.job_id = up.job_id AND uj.activation = 'reactive')
+                     ON up.dag_version_id = vj.dag_version_id AND up.job_id = iv.upstream_job_id AND up.rebuilds
                  WHERE iv.job_id = vj.job_id), '[]') AS inputs,
        (SELECT t.status FROM tasks t WHERE t.job_id = vj.job_id AND t.input_event_id IS NULL
         ORDER BY t.created_at DESC LIMIT 1) AS run_status,

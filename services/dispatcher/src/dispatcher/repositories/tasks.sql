@@ -52,8 +52,9 @@ subscribers AS (
 ),
 targets AS (
     -- only jobs of a DAG's active or rebuilding version subscribe; the newest version's settings win. A job a
-    -- rebuild builds takes events from outside the rebuild only up to the round's target: newer ones wait in
-    -- Postgres for the next round or the cutover, which turn them into its tasks (lifecycle/cutover.py).
+    -- rebuild builds takes the events of its rebuilt reactive jobs at once, and others (from outside the rebuild,
+    -- or a rebuilt source) only up to the round's target: newer ones wait in Postgres for the next round or the
+    -- cutover, which turn them into its tasks (lifecycle/cutover.py).
     SELECT DISTINCT ON (s.event_id, s.job_id)
            s.event_id, s.job_id, j.org_id, j.dag_id, vj.dag_version_id, j.runtime, j.execution_strategy,
            vj.max_attempts
@@ -66,8 +67,9 @@ targets AS (
         AND rv.dag_version_id = d.rebuilding_version_id
     WHERE rv.dag_version_id IS NULL
        OR s.event_id <= rv.rebuild_target_event_id
-       OR EXISTS (SELECT 1 FROM dag_version_jobs pv
-                  WHERE pv.dag_version_id = rv.dag_version_id AND pv.job_id = s.producer_job_id AND pv.rebuilds)
+       OR EXISTS (SELECT 1 FROM dag_version_jobs pv JOIN jobs pj ON pj.job_id = pv.job_id
+                  WHERE pv.dag_version_id = rv.dag_version_id AND pv.job_id = s.producer_job_id AND pv.rebuilds
+                    AND pj.activation = 'reactive')
     ORDER BY s.event_id, s.job_id, (vj.dag_version_id = d.rebuilding_version_id) DESC
 ),
 inserted AS (
