@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: run test lint typecheck pytest sync clean bench-dispatch bench-query
+.PHONY: run test lint typecheck pytest sync clean bench-dispatch bench-query bench-lifecycle
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --ignore-installed --prefix $(CURDIR)/.tools uv
@@ -37,6 +37,9 @@ bench-dispatch: $(STAMP) ## Trace vs PgQueuer vs procrastinate on the same Postg
 
 bench-query: $(STAMP) ## raw DuckDB vs the Query Service engine vs the Query Service over HTTP, 10 M Parquet rows
 	$(UV) run --frozen --no-sync python -m benchmarks.query
+
+bench-lifecycle: $(STAMP) ## redeploy, backfill, status, cutover and rollback of a DAG with 10 k and 100 k events
+	$(UV) run --frozen --no-sync python -m benchmarks.lifecycle
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -440,7 +440,9 @@ released AS (DELETE FROM slot_leases WHERE task_id IN (SELECT task_id FROM incom
 dequeued AS (DELETE FROM transport_queue WHERE task_id IN (SELECT task_id FROM incoming))
 UPDATE tasks t
 SET status = i.task_status,
-    last_error = i.error,
+    -- a task stopped on request keeps the reason it was asked to stop for (a rollback names the version)
+    last_error = CASE WHEN i.task_status = 'Canceled' AND t.cancel_requested_at IS NOT NULL
+                      THEN coalesce(t.last_error, i.error) ELSE i.error END,
     updated_at = now(),
     not_before = CASE WHEN i.task_status = 'Queued'
                       THEN now() + make_interval(secs => least(%(max_s)s, %(base_s)s * 2 ^ (t.attempt_count - 1))
