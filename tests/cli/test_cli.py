@@ -99,6 +99,12 @@ def test_dev_up_detach_then_down(tmp_path: Path) -> None:
             "3,40,3000000000000000000000",
             "12,30,2000000000000000000000",
         ]
+        # the same join as a batch query: a task of the dev stack's worker, waited for and printed by the CLI
+        batch = subprocess.run(
+            [*TRACE, "query", join, "--batch", "--format", "csv"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert batch.returncode == 0, batch.stderr
+        assert batch.stdout == answered() and "succeeded" in batch.stderr
         refused = subprocess.run([*TRACE, "query", "select * from nowhere"], env=env, capture_output=True, text=True)
         assert refused.returncode == 1 and "404" in refused.stderr
     finally:

@@ -143,6 +143,13 @@ CASES = [
         id="runtime-not-available",
     ),
     pytest.param(
+        edit("    operator: sql\n", "    operator: duckdb_query\n"),
+        "jobs.whales.operator",
+        "operator: duckdb_query",
+        "runs the Query Service's batch queries",
+        id="platform-operator",
+    ),
+    pytest.param(
         edit("  ranges:\n", "  blocks:\n    operator: noop\n    activation: source\n  ranges:\n"),
         "jobs.blocks",
         "  blocks:\n    operator: noop",

@@ -61,6 +61,11 @@ async def test_put_get_list_replace_and_delete(store: ObjectStore, tmp_path: Pat
     target = tmp_path / "back.parquet"
     assert await store.get_file(KEY, target) and target.read_bytes() == b"second"
     assert not await store.get_file("org/o/missing.parquet", tmp_path / "missing")
+    source.write_bytes(b"third")
+    await store.put_file(KEY, source)
+    assert target.read_bytes() == b"second"  # what was got stays as it was (a local get may be a hard link)
+    target.unlink()
+    assert await store.get_file(KEY, target) and target.read_bytes() == b"third"
 
     await store.delete(KEY)
     await store.delete(KEY)  # deleting twice is fine

@@ -112,7 +112,13 @@ class Reader:
                 self.stack.database_url, autocommit=True, row_factory=dict_row
             ) as conn:
                 return await pin_datasets(
-                    conn, self.principal, sql=sql, mode="interactive", names=checked.dataset_names
+                    conn,
+                    self.principal,
+                    sql=sql,
+                    names=checked.dataset_names,
+                    max_rows=10_000,
+                    timeout_s=60,
+                    format="json",
                 )
 
         return Pinned(checked, asyncio.run(pin()))

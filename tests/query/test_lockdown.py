@@ -14,6 +14,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from tests.support.postgres import create_database, database_dsn, drop_database, unique_name
+from tests.support.stack import free_port
 from trace_core.auth.repository import bootstrap_org
 from trace_core.objectstore import LocalObjectStore
 from trace_core.query import CheckedQuery, QueryEngine, QueryRefusedError, QuerySqlError
@@ -68,7 +69,12 @@ async def lockdown_client(
 
     async with await psycopg.AsyncConnection.connect(lockdown_database, autocommit=True, row_factory=dict_row) as db:
         _, token = await bootstrap_org(db, "acme")
-    settings = Settings(database_url=lockdown_database, home=tmp_path_factory.mktemp("home"), migrate_on_start=False)
+    settings = Settings(
+        database_url=lockdown_database,
+        home=tmp_path_factory.mktemp("home"),
+        migrate_on_start=False,
+        dispatcher_url=f"http://127.0.0.1:{free_port()}",  # nothing listens: batch refusals never get that far
+    )
     async with AsyncTestClient(app=create_app(settings)) as client:
         yield client, {"Authorization": f"Bearer {token.secret}"}
 
@@ -80,6 +86,23 @@ async def test_refused_statement(lockdown_client: tuple[AsyncTestClient[Any], di
     response = await client.post("/v1/query", json={"sql": sql}, headers=headers)
     assert response.status_code == 400, response.text
     assert message in response.json()["detail"]
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+async def test_refused_statement_in_batch_mode(
+    lockdown_client: tuple[AsyncTestClient[Any], dict[str, str]], lockdown_database: str, case: str
+) -> None:
+    """Refused at submission, with the interactive answer, before any query or task exists (this client's
+    dispatcher URL answers nothing: a statement that got past the checks would be a 503)."""
+    client, headers = lockdown_client
+    sql, message = REFUSED[case]
+    batch = await client.post("/v1/query", json={"sql": sql, "mode": "batch"}, headers=headers)
+    now = await client.post("/v1/query", json={"sql": sql}, headers=headers)
+    assert batch.status_code == 400, batch.text
+    assert message in batch.json()["detail"] and batch.json() == now.json()
+    async with await psycopg.AsyncConnection.connect(lockdown_database) as db:
+        cursor = await db.execute("SELECT (SELECT count(*) FROM queries), (SELECT count(*) FROM tasks)")
+        assert await cursor.fetchone() == (0, 0)
 
 
 @pytest.fixture(scope="module")

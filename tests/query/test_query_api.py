@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from litestar.testing import AsyncTestClient
 
 from tests.query.registry import Org, write_parquet
 from tests.support.rows import Conn
+from trace_core.contracts.queries import BATCH_MAX_ROWS, BATCH_MAX_TIMEOUT_S
 
 Client = AsyncTestClient[Any]
 
@@ -199,8 +201,6 @@ async def test_sql_errors_and_bad_bodies_are_400(query_client: Client, org: Org)
         response = await query_client.post("/v1/query", json=body, headers=org.admin)
         assert response.status_code == 400 and field in response.text, response.text
         assert "Traceback" not in response.text
-    batch = await query(query_client, org.admin, "select 1", mode="batch")
-    assert batch.status_code == 400 and "batch mode is not available yet" in batch.json()["detail"]
     assert (await query_client.post("/v1/query", json={"sql": "select 1"})).status_code == 401
 
 
@@ -210,7 +210,7 @@ async def test_query_status_is_the_callers(query_client: Client, org: Org, objec
     status = await query_client.get(f"/v1/query/{done['query_id']}", headers=org.admin)
     assert status.status_code == 200
     body = status.json()
-    assert body["status"] == "Completed" and body["mode"] == "interactive" and body["row_count"] == 1
+    assert body["status"] == "succeeded" and body["mode"] == "interactive" and body["row_count"] == 1
     assert body["pins"] == [
         {
             "dataset_name": "blocks",
@@ -235,4 +235,55 @@ async def test_health_metrics_and_schema(query_client: Client, org: Org) -> None
     assert 'trace_queries_total{outcome="not_found"} 1.0' in metrics
     assert "trace_query_duration_seconds_bucket" in metrics
     schema = (await query_client.get("/schema/openapi.json")).json()
-    assert "/v1/query" in schema["paths"] and "/v1/query/{query_id}" in schema["paths"]
+    assert {"/v1/query", "/v1/query/{query_id}", "/v1/query/{query_id}/result", "/v1/query/{query_id}/cancel"} <= set(
+        schema["paths"]
+    )
+    assert "202" in schema["paths"]["/v1/query"]["post"]["responses"]
+
+
+async def test_bad_inputs_of_both_modes_name_the_field(query_client: Client, org: Org) -> None:
+    for body, field, says in [
+        ({"sql": "select 1", "mode": "bulk"}, "mode", "interactive"),
+        ({"sql": "select 1", "mode": "batch", "format": "xml"}, "format", "json"),
+        ({"sql": "select 1", "mode": "batch", "max_rows": 0}, "max_rows", "greater than or equal to 1"),
+        ({"sql": "select 1", "mode": "batch", "max_rows": BATCH_MAX_ROWS + 1}, "max_rows", "less than or equal"),
+        ({"sql": "select 1", "mode": "batch", "timeout_s": BATCH_MAX_TIMEOUT_S + 1}, "timeout_s", "less than"),
+        ({"sql": "select 1", "max_rows": 2_000_000}, "max_rows", "use mode batch"),
+        ({"sql": "select 1", "timeout_s": 301}, "timeout_s", "use mode batch"),
+        ({"mode": "batch"}, "sql", "required"),
+    ]:
+        response = await query_client.post("/v1/query", json=body, headers=org.admin)
+        assert response.status_code == 400, response.text
+        [problem] = response.json()["extra"]
+        assert problem["key"] == field and says in problem["message"], problem
+    # the interactive limits stop at their bounds; batch ones go further
+    fits = await query(query_client, org.admin, "select 1 as one", max_rows=1_000_000, timeout_s=300)
+    assert fits.status_code == 200
+
+
+async def test_unknown_and_malformed_query_ids(query_client: Client, org: Org) -> None:
+    unknown = uuid.uuid4()
+    for response in (
+        await query_client.get(f"/v1/query/{unknown}", headers=org.admin),
+        await query_client.get(f"/v1/query/{unknown}/result", headers=org.admin),
+        await query_client.post(f"/v1/query/{unknown}/cancel", headers=org.admin),
+    ):
+        assert response.status_code == 404 and response.json()["detail"] == f"no query {unknown} that you may see"
+    for path in ("/v1/query/not-a-uuid", "/v1/query/12345/result"):
+        malformed = await query_client.get(path, headers=org.admin)
+        assert malformed.status_code == 400, malformed.text
+        assert "query_id" in malformed.text and "Traceback" not in malformed.text
+    bad_params: list[tuple[dict[str, int | str], str]] = [
+        ({"offset": -1}, "offset"),
+        ({"limit": 0}, "limit"),
+        ({"format": "xml"}, "format"),
+    ]
+    for params, field in bad_params:
+        bad = await query_client.get(f"/v1/query/{unknown}/result", params=params, headers=org.admin)
+        assert bad.status_code == 400 and field in bad.text, bad.text
+
+    done = (await query(query_client, org.admin, "select 1 as one")).json()
+    kept = await query_client.get(f"/v1/query/{done['query_id']}/result", headers=org.admin)
+    assert kept.status_code == 409 and "interactive" in kept.json()["detail"]
+    ended = await query_client.post(f"/v1/query/{done['query_id']}/cancel", headers=org.admin)
+    assert ended.status_code == 409 and "ends with its request" in ended.json()["detail"]

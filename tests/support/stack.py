@@ -80,6 +80,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
     dispatcher_url: str = ""
+    query_url: str = ""
 
     def spawn(self, name: str, module: str, extra: dict[str, str] | None = None) -> Process:
         log = self.home / f"{name}-{len(self.processes)}.log"
@@ -106,6 +107,23 @@ class Stack:
             self.dispatcher_url = url
             self.env["TRACE_DISPATCHER_URL"] = url
         return process
+
+    def start_query_service(self) -> Process:
+        """The Query Service on loopback, against this stack's database, object store and dispatcher."""
+        port = free_port()
+        process = self.spawn("query-service", "query_service", {"TRACE_QUERY_PORT": str(port)})
+        url = process.url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: _ready(url, process, "/healthz"), 60, "the Query Service to be ready")
+        except AssertionError:
+            raise AssertionError(process.output()) from None
+        self.query_url = url
+        return process
+
+    def query_client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.query_url, headers={"Authorization": f"Bearer {token or self.admin_token}"}, timeout=60
+        )
 
     def start_worker(self, concurrency: int = 4, runtime: str = "ecs_python", **extra: str) -> Process:
         env = {"TRACE_WORKER_CONCURRENCY": str(concurrency), "TRACE_WORKER_RUNTIME": runtime}
@@ -162,11 +180,11 @@ class Stack:
             process.kill(signal.SIGTERM)
 
 
-def _ready(url: str, process: Process) -> bool:
+def _ready(url: str, process: Process, probe: str = "/readyz") -> bool:
     if process.popen.poll() is not None:
         raise AssertionError(f"{process.name} exited: {process.output()}")
     try:
-        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+        return httpx.get(f"{url}{probe}", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from pathlib import Path
@@ -155,9 +156,17 @@ def query(
     sql: Annotated[
         str, typer.Argument(help="One SELECT over published dataset names, e.g. 'select * from eth_blocks'.")
     ],
-    max_rows: Annotated[int, typer.Option(help="Rows shown at most.")] = 100,
-    timeout_s: Annotated[float, typer.Option(help="Interrupt the query after this long.")] = 30,
+    max_rows: Annotated[
+        int | None, typer.Option(help="Rows shown at most (default 100; with --batch, the whole result).")
+    ] = None,
+    timeout_s: Annotated[
+        float | None, typer.Option(help="Interrupt the query after this long (default 30 s; with --batch, 1 h).")
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    batch: Annotated[
+        bool,
+        typer.Option("--batch", help="Run it as a batch query (a task; no 5-minute limit): submit, wait, print."),
+    ] = False,
 ) -> None:
     """Run SQL on the Query Service (TRACE_QUERY_URL and TRACE_TOKEN, else the running dev stack's)."""
     import httpx
@@ -166,13 +175,33 @@ def query(
         err.print(f"[red]--format:[/red] {output!r} must be table, csv or json")
         raise typer.Exit(2)
     url, token = endpoint(Settings(), "query", "trace query")
-    body = {"sql": sql, "max_rows": max_rows, "timeout_s": timeout_s, "format": "csv" if output == "csv" else "json"}
+    body: dict[str, Any] = {"sql": sql, "format": "csv" if output == "csv" else "json"}
+    if batch:
+        body |= {"mode": "batch"}
+        body |= {"max_rows": max_rows} if max_rows is not None else {}
+        body |= {"timeout_s": timeout_s} if timeout_s is not None else {}
+    else:
+        body |= {"max_rows": max_rows or 100, "timeout_s": timeout_s or 30}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as api:
+        # an interactive query answers when it ends; a batch query's answer is its id, at once
+        response = _call(api, "POST", "/v1/query", json=body, timeout=60 if batch else body["timeout_s"] + 10)
+        if batch:
+            _print_batch(api, response.json()["query_id"], output)
+            return
+    if output != "table":
+        print(response.text, end="" if response.text.endswith("\n") else "\n")
+        return
+    _print_table(response.json())
+
+
+def _call(api: Any, method: str, path: str, **options: Any) -> Any:
+    """One Query Service call; a refusal or an unreachable service ends the command with its reason."""
+    import httpx
+
     try:
-        response = httpx.post(
-            f"{url}/v1/query", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s + 10
-        )
+        response = api.request(method, path, **options)
     except httpx.HTTPError as error:
-        err.print(f"[red]trace query:[/red] cannot reach the Query Service at {url}: {error}")
+        err.print(f"[red]trace query:[/red] cannot reach the Query Service at {api.base_url}: {error}")
         raise typer.Exit(1) from None
     if response.status_code >= 400:
         try:
@@ -181,10 +210,49 @@ def query(
             detail = response.text
         err.print(f"[red]query refused ({response.status_code}):[/red] {detail}")
         raise typer.Exit(1)
-    if output != "table":
-        print(response.text, end="" if response.text.endswith("\n") else "\n")
+    return response
+
+
+def _print_batch(api: Any, query_id: str, output: str) -> None:
+    """Wait for a batch query (Ctrl-C cancels it), then print its whole result, page after page."""
+    err.print(f"batch query {query_id} queued")
+    status, delay = "queued", 0.2
+    try:
+        while status in {"queued", "running"}:
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+            answer = _call(api, "GET", f"/v1/query/{query_id}").json()
+            if answer["status"] != status:
+                status = answer["status"]
+                err.print(f"batch query {query_id} {status}")
+    except KeyboardInterrupt:
+        _call(api, "POST", f"/v1/query/{query_id}/cancel")
+        err.print(f"batch query {query_id} canceled")
+        raise typer.Exit(130) from None
+    if status != "succeeded":
+        err.print(f"[red]batch query {status}:[/red] {answer['error'] or 'no reason recorded'}")
+        raise typer.Exit(1)
+    pages: list[dict[str, Any]] = []
+    offset: int | None = 0
+    while offset is not None:
+        params = {"format": "csv" if output == "csv" else "json", "offset": offset}
+        page = _call(api, "GET", f"/v1/query/{query_id}/result", params=params)
+        if output == "csv":
+            lines = page.text.splitlines(keepends=True)
+            print("".join(lines if offset == 0 else lines[1:]), end="")
+            offset = int(page.headers["x-trace-next-offset"]) if page.headers["x-trace-next-offset"] else None
+        else:
+            pages.append(page.json())
+            offset = pages[-1]["next_offset"]
+    if output == "csv":
         return
-    _print_table(response.json())
+    whole = {**pages[0], "rows": [row for page in pages for row in page["rows"]], "row_count": answer["row_count"]}
+    for name in ("offset", "next_offset", "total_rows"):
+        whole.pop(name)
+    if output == "json":
+        print(json.dumps(whole))
+    else:
+        _print_table(whole)
 
 
 def _print_table(answer: dict[str, Any]) -> None:

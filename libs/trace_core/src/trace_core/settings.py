@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     query_concurrency: int = Field(
         8, ge=1, description="Queries one Query Service process runs at once; more wait for a free slot."
     )
+    query_batch_concurrency: int = Field(
+        2, ge=1, description="Batch queries of one org that run at once (a dispatcher setting); more wait queued."
+    )
 
     @model_validator(mode="after")
     def _no_default_credential_outside_local(self) -> Self:

@@ -1,8 +1,9 @@
-"""Where dataset data lives in the object store (SPEC §5).
+"""Where dataset data and query results live in the object store (SPEC §5).
 
 Parquet of one dataset version lives under
 `{root}/org/{org_id}/dataset/{dataset_uuid}/version/{dataset_version}/`, one file per written scope, with
-block ranges keeping `{start}_{end}` in the file name.
+block ranges keeping `{start}_{end}` in the file name. A batch query's result lives beside, never inside, the
+datasets: `{root}/org/{org_id}/query/{query_id}/attempt-{n}.parquet`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,19 @@ def part_file_key(org_id: UUID, dataset_uuid: UUID, dataset_version: UUID, part:
     if not _SAFE_PART.match(part) or part in {".", ".."}:
         raise ValueError(f"a file part must match {_SAFE_PART.pattern}, got {part!r}")
     return f"{dataset_version_prefix(org_id, dataset_uuid, dataset_version)}/{part}.parquet"
+
+
+def query_result_prefix(org_id: UUID, query_id: UUID) -> str:
+    """The key prefix (no root, no trailing slash) of one batch query's results: outside every dataset's."""
+    return f"org/{org_id}/query/{query_id}"
+
+
+def query_result_key(org_id: UUID, query_id: UUID, attempt_number: int) -> str:
+    """The key of the Parquet result a batch query's attempt wrote: each attempt its own file, so the query's row
+    always names a whole file that matches its row count, even while a retry writes the next one."""
+    if attempt_number < 1:
+        raise ValueError(f"attempt numbers start at 1, got {attempt_number}")
+    return f"{query_result_prefix(org_id, query_id)}/attempt-{attempt_number}.parquet"
 
 
 def join_root(root: str, key: str) -> str:

@@ -12,6 +12,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from dispatcher.health import HealthController
 from dispatcher.internal.controller import InternalController
+from dispatcher.internal.queries import BatchQueryApi
 from dispatcher.internal.rows import RowsApi
 from dispatcher.internal.service import WorkerApi
 from dispatcher.loops.context import LoopContext
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics=metrics,
             worker_api=worker_api,
             rows_api=RowsApi(pool),
+            batch_query_api=BatchQueryApi(pool, settings, notifications),
             leader=leader,
         )
         log.info("dispatcher.started", port=settings.dispatcher_port, loops=settings.dispatcher_loops)

@@ -11,6 +11,8 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from query_service.batch import BatchQueries
+from query_service.dispatcher import DispatcherClient
 from query_service.health import HealthController
 from query_service.metrics import Metrics
 from query_service.query import QueryController
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         pool = create_pool(settings, database_url, name="query-service")
         await pool.open(wait=True)
         store = open_object_store(settings)
+        dispatcher = DispatcherClient(settings.dispatcher_url, settings.service_token.get_secret_value())
         engine: QueryEngine | None = None
         try:
             engine = await asyncio.to_thread(
@@ -55,12 +58,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 concurrency=settings.query_concurrency,
             )
             metrics = Metrics()
-            app.state.update(db_pool=pool, metrics=metrics, query_service=QueryService(pool, engine, metrics))
+            app.state.update(
+                db_pool=pool,
+                metrics=metrics,
+                query_service=QueryService(pool, engine, metrics),
+                batch_queries=BatchQueries(pool, engine, dispatcher, metrics),
+            )
             log.info("query_service.started", port=settings.query_port, object_store=store.root)
             yield
         finally:
             if engine is not None:
                 await asyncio.to_thread(engine.close)
+            await dispatcher.close()
             await store.close()
             await pool.close()
             log.info("query_service.stopped")

@@ -6,8 +6,18 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
-# Outcomes a query ends with, one label value each.
-OUTCOMES = ("completed", "truncated", "refused", "not_found", "unavailable", "sql_error", "timeout", "failed")
+# Outcomes a query's request ends with, one label value each; `queued` is a batch query handed to the dispatcher.
+OUTCOMES = (
+    "completed",
+    "truncated",
+    "queued",
+    "refused",
+    "not_found",
+    "unavailable",
+    "sql_error",
+    "timeout",
+    "failed",
+)
 
 
 class Metrics:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from uuid import UUID
 
+from query_service.dispatcher import DispatcherUnavailableError
 from query_service.metrics import Metrics
 from trace_core.auth.principal import Principal
 from trace_core.db.pool import Pool
@@ -30,7 +31,13 @@ _OUTCOMES: dict[type[QueryError], str] = {
     DatasetNotFoundError: "not_found",
     DatasetUnavailableError: "unavailable",
     QueryTimeoutError: "timeout",
+    DispatcherUnavailableError: "failed",
 }
+
+
+def outcome_of(error: QueryError) -> str:
+    """The metrics outcome of a query that ended with `error`."""
+    return _OUTCOMES.get(type(error), "sql_error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +53,15 @@ class QueryService:
         self._engine = engine
         self._metrics = metrics
 
-    async def run_interactive(self, principal: Principal, sql: str, *, max_rows: int, timeout_s: float) -> Answer:
+    async def run_interactive(
+        self, principal: Principal, sql: str, *, max_rows: int, timeout_s: float, format: str = "json"
+    ) -> Answer:
         """Check the statement, pin its datasets, run it within the limits; `QueryError` says why not."""
         started = time.perf_counter()
         try:
-            answer = await self._run(principal, sql, max_rows=max_rows, timeout_s=timeout_s)
+            answer = await self._run(principal, sql, max_rows=max_rows, timeout_s=timeout_s, format=format)
         except QueryError as error:
-            outcome = _OUTCOMES.get(type(error), "sql_error")
+            outcome = outcome_of(error)
             self._metrics.observe(outcome, time.perf_counter() - started)
             log.info("query_service.query.failed", outcome=outcome, user=principal.user_name, error=str(error))
             raise
@@ -63,10 +72,18 @@ class QueryService:
         self._metrics.observe(outcome, time.perf_counter() - started)
         return answer
 
-    async def _run(self, principal: Principal, sql: str, *, max_rows: int, timeout_s: float) -> Answer:
+    async def _run(self, principal: Principal, sql: str, *, max_rows: int, timeout_s: float, format: str) -> Answer:
         checked = self._engine.check(sql)
         async with self._pool.connection() as conn:
-            pinned = await pin_datasets(conn, principal, sql=sql, mode="interactive", names=checked.dataset_names)
+            pinned = await pin_datasets(
+                conn,
+                principal,
+                sql=sql,
+                names=checked.dataset_names,
+                max_rows=max_rows,
+                timeout_s=timeout_s,
+                format=format,
+            )
         try:
             result = await self._engine.run(checked, pinned.datasets, max_rows=max_rows, timeout_s=timeout_s)
         except BaseException as error:

@@ -19,7 +19,17 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
 from trace_core.contracts.events import EmittedEvent, EventScope
-from trace_core.contracts.operator import Done, Emit, InputReady, NeedInput, Ready, RunTask, WriteOutput
+from trace_core.contracts.operator import (
+    Done,
+    Emit,
+    InputReady,
+    NeedInput,
+    NeedQueryInputs,
+    QueryInputsReady,
+    Ready,
+    RunTask,
+    WriteOutput,
+)
 from worker.operators import OperatorContext, OperatorError, registry
 
 MAX_ERROR_CHARS = 8_000
@@ -53,7 +63,21 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
         finally:
             Path(answer.path).unlink(missing_ok=True)
 
-    ctx = OperatorContext(message.task, lambda event: _send(out, Emit(event=event)), write, read_input)
+    def query_inputs() -> QueryInputsReady:
+        _send(out, NeedQueryInputs())
+        answer = QueryInputsReady.model_validate_json(sys.stdin.readline())
+        if answer.root is None:
+            raise OperatorError(f"staging the query's datasets failed: {answer.error}")
+        return answer
+
+    ctx = OperatorContext(
+        message.task,
+        lambda event: _send(out, Emit(event=event)),
+        write,
+        read_input,
+        query_inputs,
+        lambda written: _send(out, written),
+    )
     try:
         result: Iterable[object] | None = operator(ctx)
         for item in result or ():

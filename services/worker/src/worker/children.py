@@ -11,7 +11,19 @@ import tempfile
 
 from pydantic import TypeAdapter
 
-from trace_core.contracts.operator import ChildMessage, Done, Emit, InputReady, NeedInput, Ready, RunTask, WriteOutput
+from trace_core.contracts.operator import (
+    ChildMessage,
+    Done,
+    Emit,
+    InputReady,
+    NeedInput,
+    NeedQueryInputs,
+    QueryInputsReady,
+    QueryResultWritten,
+    Ready,
+    RunTask,
+    WriteOutput,
+)
 
 _MESSAGE = TypeAdapter(ChildMessage)
 # Variables a child keeps from the wrapper's environment; everything else (TRACE_*, AWS_*, …) is dropped.
@@ -53,12 +65,12 @@ class Child:
             raise ChildDiedError(f"operator process did not start: {first!r}")
         return child
 
-    async def send(self, message: RunTask | InputReady) -> None:
+    async def send(self, message: RunTask | InputReady | QueryInputsReady) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(message.model_dump_json().encode() + b"\n")
         await self.process.stdin.drain()
 
-    async def receive(self) -> Emit | WriteOutput | NeedInput | Done | Ready:
+    async def receive(self) -> Emit | WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten | Done | Ready:
         assert self.process.stdout is not None
         line = await self.process.stdout.readline()
         if not line:

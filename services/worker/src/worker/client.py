@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from uuid import UUID
 
 import httpx
 from pydantic import BaseModel
 
 from trace_core.contracts.internal import (
+    Column,
     EmitEventsRequest,
     EmitEventsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    QueryInputRequest,
+    QueryResultRequest,
+    QueryResultResponse,
     RowsRequest,
     RowsResponse,
     TaskCompleteBatchRequest,
@@ -82,6 +88,26 @@ class DispatcherClient:
 
     async def task_input(self, call: TaskInputRequest) -> TaskInputResponse:
         return TaskInputResponse.model_validate_json(await self._post("/internal/task-input", call))
+
+    async def query_input(self, call: QueryInputRequest, target: Path) -> list[Column]:
+        """Stream a pinned Postgres dataset's rows (CSV) into the file `target`; returns its columns."""
+        async with self._http.stream(
+            "POST",
+            "/internal/query-input",
+            content=call.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _checked(response)
+            columns = [Column.model_validate(column) for column in json.loads(response.headers["x-trace-columns"])]
+            with target.open("wb") as out:
+                async for chunk in response.aiter_bytes():
+                    out.write(chunk)
+        return columns
+
+    async def record_query_result(self, call: QueryResultRequest) -> QueryResultResponse:
+        return QueryResultResponse.model_validate_json(await self._post("/internal/query-result", call))
 
     async def poll(self, call: TaskPollRequest) -> TaskPollResponse:
         body = await self._post("/internal/task-poll", call, timeout_s=call.wait_s + 10)

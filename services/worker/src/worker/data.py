@@ -3,6 +3,10 @@
 The child writes Parquet into its working directory and never holds a credential; the wrapper puts the file
 into the output's dataset version (one object per scope, so a re-run replaces it) or sends its rows to the
 dispatcher for a Postgres output, and only then emits the data event for the scope.
+
+A batch query's pinned datasets are staged the same way, as Parquet in the child's working directory: the
+version's files from the object store, and a Postgres version's rows (CSV from the dispatcher) converted to
+Parquet. The child's result file becomes the attempt's result object, recorded with the dispatcher.
 """
 
 from __future__ import annotations
@@ -10,25 +14,50 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import re
+import shutil
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from trace_core.contracts.events import EmittedEvent
-from trace_core.contracts.internal import MAX_ROWS_PER_CALL, RowsRequest, TaskInputRequest
-from trace_core.contracts.operator import WriteOutput
+from trace_core.contracts.internal import (
+    MAX_ROWS_PER_CALL,
+    Column,
+    QueryInputRequest,
+    QueryResultRequest,
+    RowsRequest,
+    TaskInputRequest,
+)
+from trace_core.contracts.operator import QueryInputsReady, QueryResultWritten, WriteOutput
+from trace_core.contracts.queries import BatchQuery, QueryPin
 from trace_core.contracts.tasks import OutputStorage, TaskPayload
 from trace_core.dag.config import UpdateStrategy
 from trace_core.objectstore import ObjectStore
-from trace_core.storage import location_file_key
+from trace_core.storage import location_file_key, query_result_key
 from worker.client import DispatcherClient
 from worker.operators import OperatorError
 
 # Rows per /internal/rows call: under the contract's limit and small enough to keep one call's body modest.
 ROWS_PER_CALL = min(MAX_ROWS_PER_CALL, 10_000)
+# Where a batch query's inputs are staged, in the child's working directory (replaced by each query).
+STAGED_INPUTS = "query-inputs"
+# Postgres types of dataset tables as the Query Service's engine reads them (postgres_scanner's mapping: an
+# unconstrained numeric is a DOUBLE); every other type, jsonb included, arrives as its text.
+_ARROW_TYPES = {
+    "bigint": pa.int64(),
+    "integer": pa.int32(),
+    "smallint": pa.int16(),
+    "double precision": pa.float64(),
+    "real": pa.float32(),
+    "numeric": pa.float64(),
+    "boolean": pa.bool_(),
+}
+_NUMERIC = re.compile(r"^numeric\((\d+),(\d+)\)$")
 
 
 def _json_value(value: Any) -> Any:
@@ -102,3 +131,100 @@ class DataPlane:
         table = pa.Table.from_pylist(answer.rows) if answer.rows else pa.table({c.name: [] for c in answer.columns})
         await asyncio.to_thread(pq.write_table, table, target)
         return target
+
+    async def stage_query_inputs(self, payload: TaskPayload, workdir: str) -> QueryInputsReady:
+        """The batch query's pinned datasets as Parquet folders under `{workdir}/query-inputs`, one per version:
+        what the child's engine reads instead of the object store and Postgres, which it cannot reach."""
+        query = _query_of(payload)
+        root = Path(workdir) / STAGED_INPUTS
+        await asyncio.to_thread(shutil.rmtree, root, True)
+        staged: list[QueryPin] = []
+        for pin in query.datasets:
+            folder_key = f"{pin.dataset_uuid}/{pin.dataset_version}"
+            folder = root / folder_key
+            folder.mkdir(parents=True)
+            if pin.storage == "s3":
+                for key in await self.store.list_keys(pin.location):
+                    if key.endswith(".parquet"):
+                        await self.store.get_file(key, folder / PurePosixPath(key).name)
+            else:
+                await self._stage_postgres(payload, pin, folder)
+            staged.append(pin.model_copy(update={"storage": "s3", "location": folder_key}))
+        return QueryInputsReady(root=str(root), datasets=staged)
+
+    async def discard_staged(self, workdir: str) -> None:
+        """Remove what `stage_query_inputs` staged in `workdir` (nothing when the attempt staged nothing)."""
+        await asyncio.to_thread(shutil.rmtree, Path(workdir) / STAGED_INPUTS, True)
+
+    async def _stage_postgres(self, payload: TaskPayload, pin: QueryPin, folder: Path) -> None:
+        """A Postgres version's rows as `rows.parquet` (none when the version has no table yet)."""
+        rows = folder / "rows.csv"
+        call = QueryInputRequest(
+            task_id=payload.task_id,
+            attempt_id=payload.attempt_id,
+            attempt_token=payload.attempt_token,
+            dataset_uuid=pin.dataset_uuid,
+        )
+        try:
+            columns = await self.client.query_input(call, rows)
+            if columns:
+                await asyncio.to_thread(_csv_to_parquet, rows, columns, folder / "rows.parquet")
+        finally:
+            rows.unlink(missing_ok=True)
+
+    async def store_query_result(self, payload: TaskPayload, written: QueryResultWritten) -> None:
+        """Store the child's result file as this attempt's result and record it with the dispatcher."""
+        path = Path(written.path)
+        try:
+            key = query_result_key(payload.org_id, _query_of(payload).query_id, payload.attempt_number)
+            await self.store.put_file(key, path)
+            await self.client.record_query_result(
+                QueryResultRequest(
+                    task_id=payload.task_id,
+                    attempt_id=payload.attempt_id,
+                    attempt_token=payload.attempt_token,
+                    location=key,
+                    row_count=written.rows,
+                    truncated=written.truncated,
+                    columns=written.columns,
+                )
+            )
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+def _query_of(payload: TaskPayload) -> BatchQuery:
+    if payload.query is None:
+        raise OperatorError("this task runs no batch query", retryable=False)
+    return payload.query
+
+
+def _arrow_type(pg_type: str) -> pa.DataType:
+    numeric = _NUMERIC.match(pg_type)
+    if numeric is not None and int(numeric.group(1)) <= 38:
+        return pa.decimal128(int(numeric.group(1)), int(numeric.group(2)))
+    return _ARROW_TYPES.get(pg_type if numeric is None else "numeric", pa.string())
+
+
+def _csv_to_parquet(source: Path, columns: list[Column], target: Path) -> None:
+    """The dispatcher's CSV of a table (no header; NULL unquoted-empty, '' quoted) as a Parquet file."""
+    schema = pa.schema([(column.name, _arrow_type(column.type)) for column in columns])
+    if source.stat().st_size == 0:
+        pq.write_table(schema.empty_table(), target)
+        return
+    reader = pa_csv.open_csv(
+        source,
+        read_options=pa_csv.ReadOptions(column_names=schema.names),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=schema,
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+    with pq.ParquetWriter(target, schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)

@@ -28,7 +28,17 @@ from trace_core.contracts.internal import (
     TaskCompleteResponse,
     TaskPollRequest,
 )
-from trace_core.contracts.operator import Done, Emit, InputReady, NeedInput, RunTask, WriteOutput
+from trace_core.contracts.operator import (
+    Done,
+    Emit,
+    InputReady,
+    NeedInput,
+    NeedQueryInputs,
+    QueryInputsReady,
+    QueryResultWritten,
+    RunTask,
+    WriteOutput,
+)
 from trace_core.contracts.tasks import TaskPayload
 from trace_core.dag.config import Runtime
 from trace_core.logging import get_logger
@@ -237,6 +247,8 @@ class Wrapper:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, _AttemptOverError):
                 await heartbeat
+            if payload.query is not None:
+                await self.data.discard_staged(child.workdir)
             await self.children.release(child)
         self._complete_later(payload, status, events, failure, retryable)
 
@@ -291,7 +303,7 @@ class Wrapper:
                 status = CompletionStatus.SUCCEEDED if message.status == "succeeded" else CompletionStatus.FAILED
                 return status, buffer, message.error, message.retryable
             event = message.event if isinstance(message, Emit) else None
-            if isinstance(message, WriteOutput | NeedInput):
+            if isinstance(message, WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten):
                 try:
                     event = await self._serve_data(payload, child, message, replaced)
                 except (OperatorError, DispatcherError, OSError, ValueError) as error:
@@ -310,11 +322,26 @@ class Wrapper:
                     buffer = []
 
     async def _serve_data(
-        self, payload: TaskPayload, child: Child, message: WriteOutput | NeedInput, replaced: set[tuple[int, str]]
+        self,
+        payload: TaskPayload,
+        child: Child,
+        message: WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten,
+        replaced: set[tuple[int, str]],
     ) -> EmittedEvent | None:
         """Store what the child wrote (its data event comes back), or hand it its input."""
         if isinstance(message, WriteOutput):
             return await self.data.store_output(payload, message, replaced)
+        if isinstance(message, QueryResultWritten):
+            await self.data.store_query_result(payload, message)
+            return None
+        if isinstance(message, NeedQueryInputs):
+            try:
+                staged = await self.data.stage_query_inputs(payload, child.workdir)
+            except (OperatorError, DispatcherError, OSError) as error:
+                await child.send(QueryInputsReady(error=str(error)))
+            else:
+                await child.send(staged)
+            return None
         try:
             path = await self.data.fetch_input(payload, child.workdir)
         except (OperatorError, DispatcherError) as error:

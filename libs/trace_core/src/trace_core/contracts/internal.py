@@ -11,6 +11,7 @@ from pydantic import Field
 
 from trace_core.contracts._base import Contract
 from trace_core.contracts.events import EmittedEvent, EventScope
+from trace_core.contracts.queries import ResultColumn
 from trace_core.contracts.tasks import TaskPayload, TaskStatus
 from trace_core.dag.config import Runtime
 
@@ -104,6 +105,25 @@ class RowsResponse(Contract):
 
 class TaskInputRequest(AttemptCall):
     """Where the data of the task's input event is: its dataset version, limited to the event's scope."""
+
+
+class QueryInputRequest(AttemptCall):
+    """The rows of a Postgres dataset the task's query pinned, as CSV (the worker holds no database credential)."""
+
+    dataset_uuid: UUID
+
+
+class QueryResultRequest(AttemptCall):
+    """The attempt stored its result at `location` (an object key); recorded before the task completes."""
+
+    location: Annotated[str, Field(min_length=1, max_length=1_000)]
+    row_count: int = Field(ge=0)
+    truncated: bool
+    columns: list[ResultColumn]
+
+
+class QueryResultResponse(Contract):
+    query_id: UUID
 
 
 class Column(Contract):

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from trace_core.contracts._base import Contract
 from trace_core.contracts.events import EmittedEvent, EventScope
+from trace_core.contracts.queries import QueryPin, ResultColumn
 from trace_core.contracts.tasks import OperatorTask
 
 
@@ -51,6 +52,33 @@ class InputReady(Contract):
     error: str | None = None
 
 
+class NeedQueryInputs(Contract):
+    """The child (`duckdb_query`) asks for its query's pinned datasets; the wrapper answers with `QueryInputsReady`."""
+
+    kind: Literal["need_query_inputs"] = "need_query_inputs"
+
+
+class QueryInputsReady(Contract):
+    """Wrapper → child: the pinned datasets staged as Parquet under `root` (a directory the child may read), each
+    with its `location` relative to `root`; or why not."""
+
+    kind: Literal["query_inputs"] = "query_inputs"
+    root: str | None = None
+    datasets: list[QueryPin] = Field(default_factory=list)
+    error: str | None = None
+
+
+class QueryResultWritten(Contract):
+    """The child wrote its query's result (`rows` rows) into the Parquet file `path`; the wrapper stores it as the
+    attempt's result and records it."""
+
+    kind: Literal["query_result"] = "query_result"
+    path: str
+    rows: int = Field(ge=0)
+    truncated: bool
+    columns: list[ResultColumn]
+
+
 class Done(Contract):
     kind: Literal["done"] = "done"
     status: Literal["succeeded", "failed"]
@@ -63,4 +91,6 @@ class Ready(Contract):
     pid: int
 
 
-ChildMessage = Annotated[Emit | WriteOutput | NeedInput | Done | Ready, Field(discriminator="kind")]
+ChildMessage = Annotated[
+    Emit | WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten | Done | Ready, Field(discriminator="kind")
+]

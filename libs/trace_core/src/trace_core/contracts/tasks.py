@@ -11,6 +11,7 @@ from pydantic import Field
 
 from trace_core.contracts._base import Contract
 from trace_core.contracts.events import Event
+from trace_core.contracts.queries import BatchQuery
 from trace_core.dag.config import (
     Activation,
     ExecutionStrategy,
@@ -96,6 +97,7 @@ class OperatorTask(Contract):
     job: JobSpec
     input_event: Event | None
     outputs: list[OutputTarget]
+    query: BatchQuery | None = Field(None, description="the batch query a `duckdb_query` task runs")
 
 
 class TaskPayload(OperatorTask):

@@ -65,10 +65,19 @@ def _check_wiring(config: DagConfig) -> list[ConfigIssue]:
     return issues
 
 
+# Operators only the platform schedules: a DAG naming one gets an error saying where it comes from.
+PLATFORM_OPERATORS = {
+    "duckdb_query": "duckdb_query runs the Query Service's batch queries (POST /v1/query with mode: batch), "
+    "not DAG jobs; use operator: sql for a SQL transform",
+}
+
+
 def _check_jobs(config: DagConfig) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     for name, job in config.jobs.items():
         path = ("jobs", name)
+        if job.operator in PLATFORM_OPERATORS:
+            issues.append(ConfigIssue((*path, "operator"), PLATFORM_OPERATORS[job.operator]))
         if job.activation is Activation.SOURCE and job.inputs:
             issues.append(ConfigIssue((*path, "inputs"), "a source job has no inputs"))
         if job.activation is Activation.REACTIVE and not job.inputs:

@@ -73,10 +73,13 @@ CREATE TABLE org_role_memberships (
 CREATE INDEX org_role_memberships_user ON org_role_memberships (user_id);
 
 -- A DAG and the pointers readers follow: its active version, active pointer set and a rebuild in flight.
+-- System DAGs (`_queries`: an org's batch queries) belong to the platform; their names start with `_`, which a
+-- user DAG's name cannot.
 CREATE TABLE dags (
     dag_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     org_id uuid NOT NULL REFERENCES orgs ON DELETE CASCADE,
-    dag_name text NOT NULL CHECK (dag_name ~ '^[a-z][a-z0-9_]{0,63}$'),
+    dag_name text NOT NULL,
+    system boolean NOT NULL DEFAULT false,
     active_version_id uuid,
     active_pointer_set_id uuid,
     rebuilding_version_id uuid,
@@ -84,7 +87,10 @@ CREATE TABLE dags (
     updated_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (org_id, dag_name),
     UNIQUE (org_id, dag_id),
-    CHECK (rebuilding_version_id <> active_version_id)
+    CHECK (rebuilding_version_id <> active_version_id),
+    CONSTRAINT dags_dag_name_check CHECK (
+        CASE WHEN system THEN dag_name ~ '^_[a-z][a-z0-9_]{0,62}$' ELSE dag_name ~ '^[a-z][a-z0-9_]{0,63}$' END
+    )
 );
 
 -- Immutable deploys: the YAML as sent and its validated form. Status is the version's lifecycle; which
@@ -257,7 +263,8 @@ ALTER TABLE dags
     ADD CONSTRAINT dags_active_pointer_set_fk FOREIGN KEY (dag_id, active_pointer_set_id)
         REFERENCES pointer_sets (dag_id, pointer_set_id) DEFERRABLE INITIALLY DEFERRED;
 
--- The durable queue: one task per (job, input event); a source run is a task with no input event.
+-- The durable queue: one task per (job, input event); a source run is a task with no input event; a batch
+-- query's task has no input event either, and names its query.
 CREATE TABLE tasks (
     task_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     org_id uuid NOT NULL,
@@ -278,7 +285,9 @@ CREATE TABLE tasks (
     updated_at timestamptz NOT NULL DEFAULT now(),
     dispatched_at timestamptz,
     finished_at timestamptz,
+    query_id uuid,
     CONSTRAINT tasks_one_per_event UNIQUE (job_id, input_event_id),
+    CONSTRAINT tasks_query_has_no_event CHECK (query_id IS NULL OR input_event_id IS NULL),
     FOREIGN KEY (org_id, job_id) REFERENCES jobs (org_id, job_id) ON DELETE CASCADE,
     FOREIGN KEY (dag_id, dag_version_id) REFERENCES dag_versions (dag_id, dag_version_id)
         DEFERRABLE INITIALLY DEFERRED,
@@ -286,7 +295,9 @@ CREATE TABLE tasks (
     CHECK ((status IN ('Completed', 'Failed', 'Canceled')) = (finished_at IS NOT NULL))
 );
 CREATE UNIQUE INDEX tasks_one_live_source_run ON tasks (job_id)
-    WHERE input_event_id IS NULL AND status IN ('Queued', 'Dispatched', 'Running');
+    WHERE input_event_id IS NULL AND query_id IS NULL AND status IN ('Queued', 'Dispatched', 'Running');
+-- partial: the other tasks write no entry here
+CREATE UNIQUE INDEX tasks_one_per_query ON tasks (query_id) WHERE query_id IS NOT NULL;
 CREATE INDEX tasks_ready ON tasks (runtime, not_before) WHERE status = 'Queued';
 -- PerPartition tasks only: the scheduler's check that nothing of a partition is in flight.
 CREATE INDEX tasks_live_partition ON tasks (job_id, partition_key, input_event_id)
@@ -483,7 +494,8 @@ CREATE TABLE secrets (
     FOREIGN KEY (org_id, created_by) REFERENCES users (org_id, user_id) ON DELETE SET NULL (created_by)
 );
 
--- Query Service runs: batch queries' status and results, and every query's pins.
+-- Query Service runs: what each asked for, batch queries' status and results, and every query's pins. A batch
+-- query's task names it (tasks.query_id), and the query follows that task's status (follow_query_task).
 CREATE TABLE queries (
     query_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     org_id uuid NOT NULL,
@@ -491,16 +503,26 @@ CREATE TABLE queries (
     sql text NOT NULL,
     mode text NOT NULL CHECK (mode IN ('interactive', 'batch')),
     status text NOT NULL CHECK (status IN ('Queued', 'Running', 'Completed', 'Failed', 'Canceled')),
-    task_id uuid REFERENCES tasks ON DELETE SET NULL,
     result_location text,
     row_count bigint,
     error text,
     created_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
+    max_rows bigint CHECK (max_rows >= 1),
+    timeout_s double precision CHECK (timeout_s > 0),
+    format text CHECK (format IN ('json', 'arrow', 'csv')),
+    truncated boolean,
+    result_columns jsonb,
+    started_at timestamptz,
     FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, user_id) ON DELETE CASCADE,
-    CHECK ((status IN ('Completed', 'Failed', 'Canceled')) = (finished_at IS NOT NULL))
+    CHECK ((status IN ('Completed', 'Failed', 'Canceled')) = (finished_at IS NOT NULL)),
+    CONSTRAINT queries_batch_limits
+        CHECK (mode <> 'batch' OR (max_rows IS NOT NULL AND timeout_s IS NOT NULL AND format IS NOT NULL))
 );
 CREATE INDEX queries_user ON queries (user_id, created_at DESC);
+
+ALTER TABLE tasks
+    ADD CONSTRAINT tasks_query_fk FOREIGN KEY (query_id) REFERENCES queries ON DELETE CASCADE;
 
 -- The versions a query pinned at its start; a version pinned by an unfinished query is never purged.
 CREATE TABLE query_pins (
@@ -575,3 +597,28 @@ SELECT ji.job_id, ji.input_index, ji.dataset_uuid, ji.upstream_job_id,
 FROM job_inputs ji
 LEFT JOIN dataset_versions uv ON uv.job_id = ji.upstream_job_id AND uv.dataset_uuid = ji.dataset_uuid
 LEFT JOIN current_dataset_versions cur ON ji.upstream_job_id IS NULL AND cur.dataset_uuid = ji.dataset_uuid;
+
+-- A batch query follows its task: every change of the task's status (task-fetch, completion, retry, the reaper,
+-- cancel) moves the query too, so no path that moves tasks can leave a query behind, and no hot statement of
+-- the dispatcher carries query bookkeeping. Dispatched is still Queued to the query's owner. A task completed
+-- without recording a result (only the duckdb_query operator records one) fails its query.
+CREATE FUNCTION follow_query_task() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE queries
+    SET status = CASE NEW.status
+                     WHEN 'Dispatched' THEN 'Queued'
+                     WHEN 'Completed' THEN CASE WHEN result_location IS NULL THEN 'Failed' ELSE 'Completed' END
+                     ELSE NEW.status END,
+        error = CASE WHEN NEW.status <> 'Completed' THEN NEW.last_error
+                     WHEN result_location IS NULL THEN 'the task completed without recording a result' END,
+        started_at = CASE WHEN NEW.status = 'Running' THEN coalesce(started_at, now()) ELSE started_at END,
+        finished_at = CASE WHEN NEW.status IN ('Completed', 'Failed', 'Canceled') THEN now() END
+    WHERE query_id = NEW.query_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tasks_follow_query AFTER UPDATE OF status ON tasks
+    FOR EACH ROW WHEN (NEW.query_id IS NOT NULL AND NEW.status IS DISTINCT FROM OLD.status)
+    EXECUTE FUNCTION follow_query_task();

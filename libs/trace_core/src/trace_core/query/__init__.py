@@ -1,10 +1,19 @@
 """SQL over published datasets (SPEC §5): statement checks, the pinned catalog and a locked-down DuckDB engine.
 
-The Query Service is an HTTP shell over this package; a batch operator can run the same engine.
+The Query Service is an HTTP shell over this package; the dispatcher pins batch queries with its catalog, and the
+`duckdb_query` operator runs them on the same engine.
 """
 
-from trace_core.query.catalog import PinnedDataset, PinnedQuery, finish_query, pin_datasets, query_by_id
-from trace_core.query.engine import QueryEngine, QueryResult
+from trace_core.query.catalog import (
+    PinnedDataset,
+    PinnedQuery,
+    Reader,
+    finish_query,
+    pin_batch_query,
+    pin_datasets,
+    query_by_id,
+)
+from trace_core.query.engine import QueryEngine, QueryResult, WrittenResult
 from trace_core.query.errors import (
     DatasetNotFoundError,
     DatasetUnavailableError,
@@ -12,6 +21,7 @@ from trace_core.query.errors import (
     QueryRefusedError,
     QuerySqlError,
     QueryTimeoutError,
+    ResultUnavailableError,
 )
 from trace_core.query.statements import CheckedQuery, check_query
 
@@ -27,8 +37,12 @@ __all__ = [
     "QueryResult",
     "QuerySqlError",
     "QueryTimeoutError",
+    "Reader",
+    "ResultUnavailableError",
+    "WrittenResult",
     "check_query",
     "finish_query",
+    "pin_batch_query",
     "pin_datasets",
     "query_by_id",
 ]

@@ -7,10 +7,9 @@ names, so a version a running query reads is visibly in use until the query is f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from trace_core.auth.principal import Principal
 from trace_core.db.pool import Connection
 from trace_core.db.queries import fetch_one, load_queries
 from trace_core.naming import SYSTEM_COLUMN_PREFIX
@@ -19,6 +18,19 @@ from trace_core.query.errors import DatasetNotFoundError
 Q = load_queries("trace_core.query", "catalog.sql")
 
 QueryStatus = Literal["Queued", "Running", "Completed", "Failed", "Canceled"]
+
+
+class Reader(Protocol):
+    """Who reads: a `Principal` of the public API, or the caller a platform component acts for."""
+
+    @property
+    def org_id(self) -> UUID: ...
+
+    @property
+    def user_id(self) -> UUID: ...
+
+    @property
+    def is_admin(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,25 +54,60 @@ class PinnedQuery:
 
 
 async def pin_datasets(
-    conn: Connection, principal: Principal, *, sql: str, mode: str, names: frozenset[str]
+    conn: Connection,
+    reader: Reader,
+    *,
+    sql: str,
+    names: frozenset[str],
+    max_rows: int,
+    timeout_s: float,
+    format: str,
 ) -> PinnedQuery:
-    """Resolve `names` for `principal` in one snapshot and record the query and its pins.
+    """Resolve `names` for an interactive query in one snapshot and record the query (Running) and its pins.
 
     Raises `DatasetNotFoundError` (recording nothing) when a name is missing or the caller may not read it."""
-    params = {
-        "org_id": principal.org_id,
-        "user_id": principal.user_id,
-        "is_admin": principal.is_admin,
-        "names": sorted(names),
-        "sql": sql,
-        "mode": mode,
-        "system_prefix": SYSTEM_COLUMN_PREFIX,
-    }
+    params = _pin_params(reader, sql, names, max_rows, timeout_s, format) | {"mode": "interactive", "status": "Running"}
     # one round trip: BEGIN, the flush setting, the statement and COMMIT go out as one pipeline
     async with conn.pipeline(), conn.transaction():
         await conn.execute(Q["skip_commit_flush"])
         cursor = await conn.execute(Q["pin_datasets"], params)
-    rows = await cursor.fetchall()
+    return _pinned(await cursor.fetchall(), names)
+
+
+async def pin_batch_query(
+    conn: Connection,
+    reader: Reader,
+    *,
+    sql: str,
+    names: frozenset[str],
+    max_rows: int,
+    timeout_s: float,
+    format: str,
+) -> PinnedQuery:
+    """`pin_datasets` for a batch query, recorded Queued, in the caller's transaction (which also queues its task)
+    and with a durable commit: the query outlives the request that submitted it."""
+    params = _pin_params(reader, sql, names, max_rows, timeout_s, format) | {"mode": "batch", "status": "Queued"}
+    cursor = await conn.execute(Q["pin_datasets"], params)
+    return _pinned(await cursor.fetchall(), names)
+
+
+def _pin_params(
+    reader: Reader, sql: str, names: frozenset[str], max_rows: int, timeout_s: float, format: str
+) -> dict[str, Any]:
+    return {
+        "org_id": reader.org_id,
+        "user_id": reader.user_id,
+        "is_admin": reader.is_admin,
+        "names": sorted(names),
+        "sql": sql,
+        "max_rows": max_rows,
+        "timeout_s": timeout_s,
+        "format": format,
+        "system_prefix": SYSTEM_COLUMN_PREFIX,
+    }
+
+
+def _pinned(rows: list[dict[str, Any]], names: frozenset[str]) -> PinnedQuery:
     resolved = {row["dataset_name"] for row in rows if row["dataset_name"] is not None}
     missing = sorted(names - resolved)
     if missing:
@@ -98,15 +145,11 @@ async def finish_query(
         )
 
 
-async def query_by_id(conn: Connection, principal: Principal, query_id: UUID) -> dict[str, Any] | None:
-    """A query the caller may see (its own; any of its org for an admin), with its pins; None otherwise."""
+async def query_by_id(conn: Connection, reader: Reader, query_id: UUID) -> dict[str, Any] | None:
+    """A query the caller may see (its own; any of its org for an admin), with its pins (and a batch query's task);
+    None otherwise."""
     return await fetch_one(
         conn,
         Q["query_by_id"],
-        {
-            "query_id": query_id,
-            "org_id": principal.org_id,
-            "user_id": principal.user_id,
-            "is_admin": principal.is_admin,
-        },
+        {"query_id": query_id, "org_id": reader.org_id, "user_id": reader.user_id, "is_admin": reader.is_admin},
     )

@@ -17,21 +17,30 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 from psycopg.conninfo import conninfo_to_dict
 
 from trace_core.naming import DATA_SCHEMA, SYSTEM_COLUMN_PREFIX
 from trace_core.objectstore import ObjectStore
 from trace_core.query.catalog import PinnedDataset
-from trace_core.query.errors import DatasetUnavailableError, QueryRefusedError, QuerySqlError, QueryTimeoutError
+from trace_core.query.errors import (
+    DatasetUnavailableError,
+    QueryRefusedError,
+    QuerySqlError,
+    QueryTimeoutError,
+    ResultUnavailableError,
+)
 from trace_core.query.statements import CheckedQuery, check_query
 
 # The attached Postgres database; user SQL can never name it (qualified names are refused).
@@ -42,6 +51,7 @@ _COLUMN_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?
 # Postgres type names of registry schemas that DuckDB spells differently.
 _DUCKDB_TYPES = {"jsonb": "JSON"}
 _BATCH_ROWS = 65_536
+_T = TypeVar("_T")
 _INTERRUPT_RETRY_S = 0.05
 
 
@@ -52,6 +62,16 @@ class QueryResult:
     """DuckDB's name of each column's type (`BIGINT`, `DECIMAL(18,3)`…)."""
     truncated: bool
     """More rows than `max_rows` existed; `table` holds the first `max_rows`."""
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenResult:
+    """A result written to a Parquet file rather than held in memory (batch queries)."""
+
+    row_count: int
+    column_names: tuple[str, ...]
+    column_types: tuple[str, ...]
+    truncated: bool
 
 
 def extension_file(name: str) -> Path:
@@ -160,10 +180,25 @@ class QueryEngine:
         self, query: CheckedQuery, datasets: Sequence[PinnedDataset], *, max_rows: int, timeout_s: float
     ) -> QueryResult:
         """`execute` on the engine's threads; past `timeout_s` the query is interrupted (`QueryTimeoutError`)."""
-        interrupt = Interrupt()
-        running = asyncio.get_running_loop().run_in_executor(
-            self._executor, self.execute, query, datasets, max_rows, interrupt
+        return await self._within(timeout_s, lambda interrupt: self.execute(query, datasets, max_rows, interrupt))
+
+    async def run_to_parquet(
+        self,
+        query: CheckedQuery,
+        datasets: Sequence[PinnedDataset],
+        target: Path,
+        *,
+        max_rows: int,
+        timeout_s: float,
+    ) -> WrittenResult:
+        """`write_parquet` on the engine's threads, with `run`'s timeout."""
+        return await self._within(
+            timeout_s, lambda interrupt: self.write_parquet(query, datasets, target, max_rows, interrupt)
         )
+
+    async def _within(self, timeout_s: float, work: Callable[[Interrupt], _T]) -> _T:
+        interrupt = Interrupt()
+        running = asyncio.get_running_loop().run_in_executor(self._executor, work, interrupt)
         try:
             done, _ = await asyncio.wait({running}, timeout=timeout_s)
         finally:
@@ -184,6 +219,49 @@ class QueryEngine:
         interrupt: Interrupt | None = None,
     ) -> QueryResult:
         """Run `query` over `datasets` on a fresh connection, in the calling thread; at most `max_rows` rows."""
+        with self._reading(query, datasets, interrupt) as (reader, column_types):
+            first = _FirstRows(reader, max_rows)
+            table = pa.Table.from_batches(list(first), schema=reader.schema)
+            return QueryResult(table, column_types, first.truncated)
+
+    def write_parquet(
+        self,
+        query: CheckedQuery,
+        datasets: Sequence[PinnedDataset],
+        target: Path,
+        max_rows: int,
+        interrupt: Interrupt | None = None,
+    ) -> WrittenResult:
+        """`execute`, streaming the rows into the Parquet file `target` instead of memory."""
+        with self._reading(query, datasets, interrupt) as (reader, column_types):
+            first, rows = _FirstRows(reader, max_rows), 0
+            with pq.ParquetWriter(target, reader.schema) as writer:
+                for batch in first:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+            return WrittenResult(rows, tuple(reader.schema.names), column_types, first.truncated)
+
+    def read_parquet_page(self, key: str, offset: int, limit: int) -> pa.Table:
+        """Rows `offset … offset + limit - 1` of the single Parquet file `key` of the object store, in file order
+        (a stored result; never user SQL)."""
+        with self._lock:
+            cursor = self._db.cursor()
+        try:
+            source = _literal(self._store.url(key))
+            return cursor.execute(
+                f"SELECT * FROM read_parquet({source}) LIMIT {int(limit)} OFFSET {int(offset)}"
+            ).to_arrow_table()
+        except duckdb.Error as error:
+            raise ResultUnavailableError(f"the stored result cannot be read: {error}") from None
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def _reading(
+        self, query: CheckedQuery, datasets: Sequence[PinnedDataset], interrupt: Interrupt | None
+    ) -> Iterator[tuple[pa.RecordBatchReader, tuple[str, ...]]]:
+        """The query's rows as Arrow batches and DuckDB's column types, on a fresh connection whose catalog is one
+        view per pinned dataset; DuckDB's errors become `QueryError`s."""
         interrupt = interrupt or Interrupt()
         with self._lock:
             cursor = self._db.cursor()
@@ -195,18 +273,7 @@ class QueryEngine:
             interrupt._check()
             cursor.execute(query.sql)
             column_types = tuple(str(column[1]) for column in cursor.description or ())
-            reader = cursor.to_arrow_reader(_BATCH_ROWS)
-            batches: list[pa.RecordBatch] = []
-            rows = 0
-            truncated = False
-            for batch in reader:
-                if rows + batch.num_rows > max_rows:
-                    batches.append(batch.slice(0, max_rows - rows))
-                    truncated = True
-                    break
-                batches.append(batch)
-                rows += batch.num_rows
-            return QueryResult(pa.Table.from_batches(batches, schema=reader.schema), column_types, truncated)
+            yield cursor.to_arrow_reader(_BATCH_ROWS), column_types
         except duckdb.InterruptException:
             raise QueryTimeoutError("the query was interrupted") from None
         except duckdb.PermissionException as error:
@@ -249,6 +316,26 @@ class QueryEngine:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._db.close()
         shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+class _FirstRows:
+    """A reader's batches up to `max_rows` rows, then `truncated` says whether rows were cut off. Reading stops
+    there, so a `select *` over a large dataset costs only what it returns."""
+
+    def __init__(self, reader: pa.RecordBatchReader, max_rows: int) -> None:
+        self._reader = reader
+        self._max_rows = max_rows
+        self.truncated = False
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        rows = 0
+        for batch in self._reader:
+            if rows + batch.num_rows > self._max_rows:
+                self.truncated = True
+                yield batch.slice(0, self._max_rows - rows)
+                return
+            yield batch
+            rows += batch.num_rows
 
 
 def _empty_relation(dataset: PinnedDataset) -> str:

@@ -35,3 +35,9 @@ class QueryTimeoutError(QueryError):
     """The query ran past its `timeout_s` and was interrupted."""
 
     status_code = 408
+
+
+class ResultUnavailableError(QueryError):
+    """A batch query's stored result cannot be read any more (removed from the object store)."""
+
+    status_code = 410

@@ -7,8 +7,10 @@ from uuid import UUID
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
-from litestar.params import FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import Stream
 
+from dispatcher.internal.queries import BatchQueryApi, columns_header
 from dispatcher.internal.rows import RowsApi
 from dispatcher.internal.service import WorkerApi
 from trace_core.auth.litestar import require_service_credential
@@ -17,6 +19,9 @@ from trace_core.contracts.internal import (
     EmitEventsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    QueryInputRequest,
+    QueryResultRequest,
+    QueryResultResponse,
     RowsRequest,
     RowsResponse,
     TaskCanceled,
@@ -31,6 +36,7 @@ from trace_core.contracts.internal import (
     TaskPollRequest,
     TaskPollResponse,
 )
+from trace_core.contracts.queries import BatchQueryCancelResponse, BatchQueryRequest, BatchQueryResponse, QueryCaller
 from trace_core.contracts.tasks import TaskPayload
 
 
@@ -90,3 +96,32 @@ class InternalController(Controller):
     async def task_input(self, state: State, data: JSONBody[TaskInputRequest]) -> TaskInputResponse:
         api: RowsApi = state.rows_api
         return await api.task_input(data)
+
+    @post("/batch-queries", status_code=201, summary="Query Service: pin a batch query's datasets and queue its task")
+    async def submit_batch_query(self, state: State, data: JSONBody[BatchQueryRequest]) -> BatchQueryResponse:
+        api: BatchQueryApi = state.batch_query_api
+        return await api.submit(data)
+
+    @post("/batch-queries/{query_id:uuid}/cancel", status_code=200, summary="Query Service: cancel a batch query")
+    async def cancel_batch_query(
+        self, state: State, query_id: FromPath[UUID], data: JSONBody[QueryCaller]
+    ) -> BatchQueryCancelResponse:
+        api: BatchQueryApi = state.batch_query_api
+        return await api.cancel(query_id, data)
+
+    @post(
+        "/query-input",
+        status_code=200,
+        summary="The rows of a Postgres dataset the task's batch query pinned, as CSV",
+        description="`X-Trace-Columns` lists the columns (JSON `[{name, type}]`, Postgres types), in the CSV's "
+        "order; the CSV has no header. NULL is an unquoted empty field, an empty string a quoted one.",
+    )
+    async def query_input(self, state: State, data: JSONBody[QueryInputRequest]) -> Stream:
+        api: BatchQueryApi = state.batch_query_api
+        rows = await api.input_rows(data)
+        return Stream(rows.chunks, media_type="text/csv", headers={"X-Trace-Columns": columns_header(rows.columns)})
+
+    @post("/query-result", status_code=200, summary="Record where a batch query's attempt stored its result")
+    async def query_result(self, state: State, data: JSONBody[QueryResultRequest]) -> QueryResultResponse:
+        api: BatchQueryApi = state.batch_query_api
+        return await api.record_result(data)

@@ -38,7 +38,7 @@ COLUMN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _INT64 = range(-(2**63), 2**63)
 
 
-def _table_of(storage_location: str) -> str:
+def table_of(storage_location: str) -> str:
     """The table of a Postgres dataset version, from its `trace_data.<table>` storage location."""
     return storage_location.split(".", 1)[1]
 
@@ -109,7 +109,7 @@ class RowsApi:
                 raise _bad_request(f"output: {call.output} is out of range for this task's job")
             self._check_target(target, call.output)
             unique_key: list[str] = list(target["unique_key"])
-            table = _table_of(target["storage_location"])
+            table = table_of(target["storage_location"])
             names = _check_rows(call, unique_key)
             existing = {row["name"]: row["type"] for row in await repo.table_columns(conn, table)}
             if not existing:
@@ -172,7 +172,7 @@ class RowsApi:
                 return TaskInputResponse(storage="s3", parquet_key=key)
             if source["storage"] != "postgres":
                 raise _bad_request("the input event's dataset is events only: it has no rows to read")
-            table = _table_of(source["storage_location"])
+            table = table_of(source["storage_location"])
             columns = [
                 Column(name=row["name"], type=row["type"])
                 for row in await repo.table_columns(conn, table)

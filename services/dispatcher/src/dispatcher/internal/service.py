@@ -43,6 +43,7 @@ from trace_core.contracts.internal import (
     TaskPollRequest,
     TaskPollResponse,
 )
+from trace_core.contracts.queries import BatchQuery
 from trace_core.contracts.tasks import AttemptStatus, JobSpec, OutputTarget, SlotAssignment, TaskPayload, TaskStatus
 from trace_core.db.pool import Connection, Pool
 from trace_core.logging import get_logger
@@ -350,5 +351,6 @@ def _payload(row: Row, attempt: Row, attempt_number: int, token: str, heartbeat_
         ),
         input_event=event,
         outputs=[OutputTarget.model_validate(output) for output in row["outputs"]],
+        query=BatchQuery.model_validate(row["query"]) if row["query"] is not None else None,
         slot=slot,
     )

@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from dispatcher.lifecycle.cancel import cancel_task
 from dispatcher.notifications import Notifications
 from dispatcher.repositories import tasks as repo
 from trace_core.auth.litestar import require_role
@@ -57,6 +58,7 @@ class TaskController(Controller):
             rows = await repo.list_tasks(
                 conn,
                 org_id=request.user.org_id,
+                is_admin=request.user.is_admin,
                 dag=dag,
                 job=job,
                 status=status.value if status else None,
@@ -71,7 +73,7 @@ class TaskController(Controller):
     async def get_task(self, request: Req, state: State, task_id: FromPath[UUID]) -> dict[str, Any]:
         pool: Pool = state.db_pool
         async with pool.connection() as conn:
-            row = await repo.task_detail(conn, request.user.org_id, task_id)
+            row = await repo.task_detail(conn, request.user.org_id, task_id, request.user.is_admin)
         if row is None:
             raise NotFoundException(f"no task {task_id}")
         return row
@@ -81,16 +83,8 @@ class TaskController(Controller):
         """Queued and dispatched tasks are canceled at once; a running one is told at its next heartbeat."""
         pool: Pool = state.db_pool
         async with pool.connection() as conn, conn.transaction():
-            row = await repo.request_cancel(conn, task_id)
-            if row is None or row["org_id"] != request.user.org_id:
-                raise NotFoundException(f"no task {task_id}")
-            status = TaskStatus(row["status"])
-            if status.is_terminal:
-                raise ClientException(detail=f"task {task_id} is already {status.value}", status_code=409)
-            if status is TaskStatus.RUNNING:
-                await repo.mark_cancel_requested(conn, task_id)
-                return {"task_id": task_id, "status": status.value, "cancel_requested": True}
-            await repo.cancel_tasks(conn, [task_id])
-        notifications: Notifications = state.notifications
-        notifications.publish("trace_tasks")
-        return {"task_id": task_id, "status": TaskStatus.CANCELED.value, "cancel_requested": True}
+            status = await cancel_task(conn, task_id, request.user.org_id)
+        if status is TaskStatus.CANCELED:
+            notifications: Notifications = state.notifications
+            notifications.publish("trace_tasks")
+        return {"task_id": task_id, "status": status.value, "cancel_requested": True}

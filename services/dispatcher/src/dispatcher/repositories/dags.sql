@@ -6,7 +6,7 @@ SELECT d.dag_id, d.dag_name, d.active_version_id, d.active_pointer_set_id, d.reb
 FROM dags d
 LEFT JOIN dag_versions v ON v.dag_version_id = d.active_version_id
 LEFT JOIN dag_versions r ON r.dag_version_id = d.rebuilding_version_id
-WHERE d.org_id = %(org_id)s AND d.dag_name = %(dag_name)s;
+WHERE d.org_id = %(org_id)s AND d.dag_name = %(dag_name)s AND NOT d.system;
 
 -- name: list_dags --
 SELECT d.dag_id, d.dag_name, v.version AS active_version, r.version AS rebuilding_version,
@@ -15,7 +15,7 @@ SELECT d.dag_id, d.dag_name, v.version AS active_version, r.version AS rebuildin
 FROM dags d
 LEFT JOIN dag_versions v ON v.dag_version_id = d.active_version_id
 LEFT JOIN dag_versions r ON r.dag_version_id = d.rebuilding_version_id
-WHERE d.org_id = %(org_id)s
+WHERE d.org_id = %(org_id)s AND NOT d.system  -- system DAGs (`_queries`) are the platform's, not deployed
 ORDER BY d.dag_name;
 
 -- name: dataset_names_taken --

@@ -18,7 +18,7 @@ SELECT d.dag_id, d.org_id, d.dag_name, d.active_version_id, d.active_pointer_set
 FROM dags d
 JOIN dag_versions a ON a.dag_version_id = d.active_version_id
 LEFT JOIN dag_versions r ON r.dag_version_id = d.rebuilding_version_id
-WHERE d.org_id = %(org_id)s AND d.dag_name = %(dag_name)s;
+WHERE d.org_id = %(org_id)s AND d.dag_name = %(dag_name)s AND NOT d.system;  -- the platform's DAGs are not deployed
 
 -- name: lock_dag_state --
 SELECT d.dag_id, d.org_id, d.dag_name, d.active_version_id, d.active_pointer_set_id, d.rebuilding_version_id,

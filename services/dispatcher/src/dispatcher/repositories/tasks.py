@@ -101,8 +101,8 @@ async def list_tasks(conn: Connection, **params: Any) -> list[Row]:
     return await _all(conn, "list_tasks", params)
 
 
-async def task_detail(conn: Connection, org_id: UUID, task_id: UUID) -> Row | None:
-    return await _one(conn, "task_detail", {"org_id": org_id, "task_id": task_id})
+async def task_detail(conn: Connection, org_id: UUID, task_id: UUID, is_admin: bool) -> Row | None:
+    return await _one(conn, "task_detail", {"org_id": org_id, "task_id": task_id, "is_admin": is_admin})
 
 
 async def task_counts(conn: Connection) -> list[Row]:

@@ -271,12 +271,13 @@ WHERE task_id = %(task_id)s
 RETURNING status;
 
 -- name: list_tasks --
+-- Tasks of system DAGs (users' batch queries, whose errors quote their SQL) only for admins.
 SELECT t.task_id, d.dag_name, vj.job_name, t.status, t.attempt_count, t.max_attempts, t.partition_key,
        t.input_event_id, t.created_at, t.updated_at, t.finished_at, t.last_error
 FROM tasks t
 JOIN dags d ON d.dag_id = t.dag_id
 JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
-WHERE t.org_id = %(org_id)s
+WHERE t.org_id = %(org_id)s AND (NOT d.system OR %(is_admin)s)
   AND (%(dag)s::text IS NULL OR d.dag_name = %(dag)s)
   AND (%(job)s::text IS NULL OR vj.job_name = %(job)s)
   AND (%(status)s::text IS NULL OR t.status = %(status)s)
@@ -297,7 +298,7 @@ SELECT t.task_id, d.dag_name, vj.job_name, t.status, t.attempt_count, t.max_atte
 FROM tasks t
 JOIN dags d ON d.dag_id = t.dag_id
 JOIN dag_version_jobs vj ON vj.dag_version_id = t.dag_version_id AND vj.job_id = t.job_id
-WHERE t.task_id = %(task_id)s AND t.org_id = %(org_id)s;
+WHERE t.task_id = %(task_id)s AND t.org_id = %(org_id)s AND (NOT d.system OR %(is_admin)s);
 
 -- name: source_job --
 SELECT j.job_id, j.org_id, j.dag_id, j.runtime, j.activation, vj.max_attempts, d.active_version_id
@@ -370,7 +371,7 @@ SELECT task_id, attempt_id, lease_expires_at FROM attempts;
 -- Each task and its newest attempt, locked in a fixed order (so concurrent batches cannot deadlock): every
 -- call an attempt makes is checked against this.
 SELECT t.task_id, t.status AS task_status, t.cancel_requested_at, t.attempt_count, t.max_attempts, t.org_id,
-       a.attempt_id, a.attempt_number, a.attempt_token_hash, a.status AS attempt_status, a.started_at,
+       t.query_id, a.attempt_id, a.attempt_number, a.attempt_token_hash, a.status AS attempt_status, a.started_at,
        a.lease_expires_at, j.activation, vj.timeout_s,
        (SELECT count(*) FROM dataset_versions dv WHERE dv.job_id = t.job_id) AS output_count
 FROM tasks t
@@ -468,7 +469,22 @@ SELECT t.task_id, t.org_id, d.dag_name, v.version AS dag_version, j.job_name, j.
                 ORDER BY ds.output_index), '[]')
         FROM dataset_versions dv JOIN datasets ds ON ds.dataset_uuid = dv.dataset_uuid
         WHERE dv.job_id = j.job_id) AS outputs,
-       sl.slot_id, ws.pool_name, ws.env AS slot_env, ws.secret_env AS slot_secret_env
+       sl.slot_id, ws.pool_name, ws.env AS slot_env, ws.secret_env AS slot_secret_env,
+       -- a batch query's task: the query and the versions it pinned, where each lives
+       CASE WHEN t.query_id IS NOT NULL THEN (
+           SELECT jsonb_build_object(
+                      'query_id', q.query_id, 'sql', q.sql, 'max_rows', q.max_rows, 'timeout_s', q.timeout_s,
+                      'datasets', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                       'dataset_name', ds.dataset_name, 'dataset_uuid', ds.dataset_uuid,
+                                       'dataset_version', dv.dataset_version, 'storage', ds.storage,
+                                       'location', dv.storage_location, 'registry_schema', ds.schema)
+                                       ORDER BY ds.dataset_name), '[]')
+                                   FROM query_pins p
+                                   JOIN datasets ds ON ds.dataset_uuid = p.dataset_uuid
+                                   JOIN dataset_versions dv ON dv.dataset_version = p.dataset_version
+                                   WHERE p.query_id = q.query_id))
+           FROM queries q WHERE q.query_id = t.query_id
+       ) END AS query
 FROM tasks t
 JOIN jobs j ON j.job_id = t.job_id
 JOIN dags d ON d.dag_id = t.dag_id

@@ -3,7 +3,8 @@
 An operator is a function `run(ctx: OperatorContext) -> Iterable[EmittedEvent | dict] | None`: events it
 returns (or yields) and events it passes to `ctx.emit` go to the dispatcher through the wrapper. Rows it
 passes to `ctx.write` go to an output's dataset version (Parquet in the object store, or a Postgres table);
-`ctx.read_input()` gives the rows of the input event's scope.
+`ctx.read_input()` gives the rows of the input event's scope. The Query Service's `duckdb_query` reads its
+query's pinned datasets with `ctx.query_inputs()` and hands its result file to `ctx.store_query_result()`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeAlias
 import pyarrow as pa
 
 from trace_core.contracts.events import EmittedEvent, EventScope
+from trace_core.contracts.operator import QueryInputsReady, QueryResultWritten
 from trace_core.contracts.tasks import OperatorTask, OutputStorage
 
 EventLike = EmittedEvent | dict[str, Any]
@@ -39,6 +41,8 @@ class OperatorContext:
     emit_callback: Callable[[EmittedEvent], None]
     write_callback: Callable[[pa.Table, int, EventScope], None]
     input_callback: Callable[[], pa.Table]
+    query_inputs_callback: Callable[[], QueryInputsReady]
+    query_result_callback: Callable[[QueryResultWritten], None]
 
     @property
     def config(self) -> dict[str, Any]:
@@ -69,6 +73,16 @@ class OperatorContext:
             raise OperatorError("read_input: a source task has no input", retryable=False)
         return self.input_callback()
 
+    def query_inputs(self) -> QueryInputsReady:
+        """The batch query's pinned datasets, staged as Parquet folders under a directory the child may read."""
+        if self.task.query is None:
+            raise OperatorError("query_inputs: this task runs no batch query", retryable=False)
+        return self.query_inputs_callback()
+
+    def store_query_result(self, written: QueryResultWritten) -> None:
+        """Hand the result file to the wrapper, which stores it as this attempt's result."""
+        self.query_result_callback(written)
+
 
 _INT64 = range(-(2**63), 2**63)
 _DECIMAL38 = 10**38
@@ -91,6 +105,6 @@ def _array(values: list[Any]) -> pa.Array:
 
 
 def registry() -> dict[str, Operator]:
-    from worker.operators import noop, python, sql
+    from worker.operators import duckdb_query, noop, python, sql
 
-    return {"noop": noop.run, "python": python.run, "sql": sql.run}
+    return {"noop": noop.run, "python": python.run, "sql": sql.run, "duckdb_query": duckdb_query.run}
