@@ -59,3 +59,37 @@ def test_rebuild_serves_old_data_until_one_cutover(stack: Stack, reader: Reader,
     # the old rows of the rebuilt jobs did not run again, the untouched ones ran once
     assert job_tasks(stack, v1["scaled"]["job_id"]) == ["Completed"] * 4
     assert job_tasks(stack, v1["mirror"]["job_id"]) == ["Completed"] * 4
+
+
+OTHER = """
+dag: other
+jobs:
+  source: {activation: source, operator: noop, outputs: [{storage: s3}]}
+publish:
+  - {job: source, dataset: grand}
+"""
+
+
+def test_a_name_taken_during_the_rebuild_blocks_its_cutover(stack: Stack, reader: Reader, tmp_path: Path) -> None:
+    stack.deploy(lifecycle_dag(tmp_path))
+    stack.start_worker()
+    stack.wait_jobs_done({"numbers": 1, "scaled": 4, "total": 4, "mirror": 4})
+    gate = tmp_path / "gate"
+    renamed = lifecycle_dag(tmp_path, factor=3, scaled_extra=f', gate: "{gate}"').replace(
+        "{job: total, dataset: total}", "{job: total, dataset: grand}"
+    )
+    assert stack.deploy(renamed)["status"] == "rebuilding"  # 'grand' is free now, and published at the cutover
+    stack.deploy(OTHER)  # another DAG takes the name meanwhile
+    gate.write_text("open")
+
+    def blocked() -> str | None:
+        rebuild = dag_status(stack)["rebuild"]
+        return rebuild["error"] if rebuild and rebuild["caught_up"] and rebuild["error"] else None
+
+    error = wait_for(blocked, 60, "the cutover to be blocked")
+    assert "'grand' is already produced by DAG 'other'" in error
+    assert dag_status(stack)["active_version"] == 1
+    assert reader.query("select sum(value) as v from total") == [{"v": 16}]
+    with stack.client() as api:
+        aborted = api.post("/v1/dags/lc/rollback")
+    assert aborted.status_code == 200 and aborted.json()["aborted_rebuild"] == 2

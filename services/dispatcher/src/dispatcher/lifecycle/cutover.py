@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+import psycopg
+
 from dispatcher.lifecycle import serving
 from dispatcher.loops.context import LoopContext
 from dispatcher.repositories import lifecycle as repo
@@ -72,8 +74,12 @@ async def advance_rebuilds(ctx: LoopContext) -> bool:
     changed = False
     for row in rows:
         rebuild = Rebuild.from_row(row)
-        if await _advance(ctx, rebuild):
-            changed = True
+        try:
+            changed = await _advance(ctx, rebuild) or changed
+        except psycopg.Error:
+            # one rebuild's failure must not stop the others, nor the leader's router and scheduler (a loop that
+            # raises makes the leader step down); the next pass tries again
+            log.exception("dispatcher.rebuild.pass_failed", dag=rebuild.dag_name, version=rebuild.version)
     if changed:
         ctx.notifications.publish("trace_tasks")
     return changed
@@ -188,12 +194,7 @@ async def cut_over(pool: Pool, rebuild: Rebuild) -> bool:
             )
             await serving.sync_worker_pools(conn, rebuild.org_id, rebuild.dag_id, config)
     except (serving.PublishConflictError, _StaleRebuildError) as blocked:
-        if str(blocked) != rebuild.error:
-            log.warning(
-                "dispatcher.rebuild.cutover_blocked", dag=rebuild.dag_name, version=rebuild.version, error=str(blocked)
-            )
-            async with pool.connection() as conn:
-                await repo.set_rebuild_error(conn, rebuild.version_id, str(blocked))
+        await _record_error(pool, rebuild, f"the cutover is blocked: {blocked}")
         return False
     log.info(
         "dispatcher.dag.cutover",
@@ -204,6 +205,14 @@ async def cut_over(pool: Pool, rebuild: Rebuild) -> bool:
         drained_tasks=drained,
     )
     return True
+
+
+async def _record_error(pool: Pool, rebuild: Rebuild, error: str) -> None:
+    """Say why the rebuild is stuck (`GET /v1/dags/{dag}` shows it); log and record each new reason once."""
+    if error != rebuild.error:
+        log.warning("dispatcher.rebuild.stuck", dag=rebuild.dag_name, version=rebuild.version, error=error)
+        async with pool.connection() as conn:
+            await repo.set_rebuild_error(conn, rebuild.version_id, error)
 
 
 class _StaleRebuildError(Exception):
