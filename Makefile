@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: run test lint typecheck pytest sync clean bench-dispatch bench-query bench-ingest
+.PHONY: run test lint typecheck pytest sync clean bench-dispatch bench-query bench-ingest bench-lifecycle
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --ignore-installed --prefix $(CURDIR)/.tools uv
@@ -40,6 +40,9 @@ bench-query: $(STAMP) ## raw DuckDB vs the Query Service engine vs the Query Ser
 
 bench-ingest: $(STAMP) ## 50,000 devchain blocks through block_follower -> range_aggregator -> cryo_ingest vs cryo alone
 	$(UV) run --frozen --no-sync python -m benchmarks.ingest
+
+bench-lifecycle: $(STAMP) ## redeploy, backfill, status, cutover and rollback of a DAG with 10 k and 100 k events
+	$(UV) run --frozen --no-sync python -m benchmarks.lifecycle
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -48,3 +48,13 @@ async def test_concurrent_migrators_serialize_on_the_advisory_lock(empty_databas
 
     results = await asyncio.gather(*(migrate_url(empty_database_url) for _ in range(4)))
     assert sorted(len(applied) for applied in results) == [0, 0, 0, len(load_migrations())]
+
+
+async def test_a_migration_older_than_the_newest_applied_is_refused(database_url: str) -> None:
+    """Numbers may leave gaps (branches reserve theirs), but never apply out of order."""
+    newest = max(m.number for m in load_migrations())
+    older = [m for m in load_migrations() if m.number < newest][-1]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM schema_migrations WHERE number = %s", (older.number,))
+    with pytest.raises(MigrationError, match=f"{older.number:04d}_{older.name} is older than {newest:04d}"):
+        await migrate_url(database_url)

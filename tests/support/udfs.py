@@ -107,3 +107,32 @@ def block_ranges(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterat
         while not Path(config["dir"], "go").exists():
             time.sleep(0.05)
         yield {"scope": {"partition_key": f"{start}_{end}", "range": {"start": start, "end": end}, "cursor": "again"}}
+
+
+def numbered_rows(event: dict[str, Any] | None, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A source writing `{"n": n}` for scope cursor n: `count` of them, or with `stop` one every `interval_s`
+    until that file exists, holding while the file `pause` exists. The first `burst` come without delay (a
+    backfill from the start, then following the head)."""
+    n = 0
+    while n < config.get("count", 2**31):
+        if "stop" in config and Path(config["stop"]).exists():
+            return
+        if "pause" in config and Path(config["pause"]).exists():
+            time.sleep(0.05)
+            continue
+        yield {"rows": [{"n": n}], "scope": {"cursor": str(n)}}
+        n += 1
+        if n >= config.get("burst", 0):
+            time.sleep(config.get("interval_s", 0))
+
+
+def scaled_rows(event: dict[str, Any], config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """`{"n", "value": n * factor}` for the input scope. Waits while the file `gate` is missing; while the file
+    `hang` exists it writes `hanging-{n}` (its pid) to `dir` and sleeps."""
+    n = int(event["scope"]["cursor"])
+    while "gate" in config and not Path(config["gate"]).exists():
+        time.sleep(0.05)
+    if "hang" in config and Path(config["hang"]).exists():
+        Path(config["dir"], f"hanging-{n}").write_text(str(os.getpid()))
+        time.sleep(600)
+    yield {"rows": [{"n": n, "value": n * config["factor"]}]}

@@ -13,7 +13,8 @@ import httpx
 import typer
 from rich.console import Console
 
-from trace_cli import devstack
+from trace_cli import devstack, lifecycle
+from trace_cli.endpoints import endpoint
 from trace_core.dag import DagConfigError, load_dag_file
 from trace_core.settings import Settings
 
@@ -26,6 +27,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(dag_app, name="dag")
 app.add_typer(dev_app, name="dev")
+lifecycle.register(app)
 
 out = Console()
 err = Console(stderr=True)
@@ -191,7 +193,7 @@ def query(
     if output not in {"table", "csv", "json"}:
         err.print(f"[red]--format:[/red] {output!r} must be table, csv or json")
         raise typer.Exit(2)
-    url, token = _query_endpoint(Settings())
+    url, token = endpoint(Settings(), "query", "trace query")
     body: dict[str, Any] = {"sql": sql, "format": "csv" if output == "csv" else "json"}
     if batch:
         body |= {"mode": "batch"}
@@ -270,22 +272,6 @@ def _print_batch(api: Any, query_id: str, output: str) -> None:
         print(json.dumps(whole))
     else:
         _print_table(whole)
-
-
-def _query_endpoint(settings: Settings) -> tuple[str, str]:
-    """The Query Service URL and API token: TRACE_TOKEN (with TRACE_QUERY_URL), else the dev stack's state."""
-    import os
-
-    token = os.environ.get("TRACE_TOKEN")
-    if token:
-        return settings.query_url, token
-    state = devstack.DevState.read(settings.home.resolve())
-    if state is None:
-        err.print(
-            "[red]trace query:[/red] set TRACE_TOKEN (and TRACE_QUERY_URL), or start the stack with `trace dev up`"
-        )
-        raise typer.Exit(2)
-    return state.query_url, state.admin_token
 
 
 def _print_table(answer: dict[str, Any]) -> None:

@@ -75,6 +75,15 @@ class Settings(BaseSettings):
         0.005, ge=0, description="Pause after a busy router or scheduler pass, so the next one takes more at once."
     )
     loop_sweep_s: float = Field(1.0, gt=0, description="Loops run at least this often without a notification.")
+    cutover_lag_s: float = Field(
+        10,
+        ge=0,
+        description="A rebuild cuts over once it has caught up with a target set at most this long ago; "
+        "otherwise it sets a new target (the input's head) and catches up again.",
+    )
+    backfill_batch: int = Field(
+        50_000, ge=1, description="Input events a rebuild turns into its tasks per transaction, at most."
+    )
     worker_runtime: str = Field("ecs_python", description="Runtime a worker serves.")
     worker_concurrency: int = Field(4, ge=1, description="Tasks one worker runs at once (child processes).")
     worker_id: str | None = Field(None, description="Worker name in attempts; default host:pid.")

@@ -54,12 +54,16 @@ def join_root(root: str, key: str) -> str:
     return f"{root.rstrip('/')}/{key.lstrip('/')}"
 
 
-def scope_file_key(org_id: UUID, dataset_uuid: UUID, dataset_version: UUID, scope: EventScope) -> str:
-    """The one Parquet file a scope's rows live in: `{start}_{end}` for a range, the partition key when it is a
-    safe file name, else a digest of the scope."""
+def location_file_key(location: str, scope: EventScope) -> str:
+    """The one Parquet file a scope's rows live in, under a version's storage location: `{start}_{end}` for a
+    range, the partition key when it is a safe file name, else a digest of the scope. Readers and writers use the
+    location the registry records: a version deployed with ?rematerialize=none continues the location of the
+    version it replaces."""
     if scope.range is not None:
-        return range_file_key(org_id, dataset_uuid, dataset_version, scope.range.start, scope.range.end)
+        if scope.range.start < 0 or scope.range.end < scope.range.start:
+            raise ValueError(f"a block range needs 0 <= start <= end, got {scope.range.start}..{scope.range.end}")
+        return f"{location}/{scope.range.start}_{scope.range.end}.parquet"
     part = scope.partition_key
     if part is None or not _SAFE_PART.match(part) or part in {".", ".."}:
         part = "scope-" + hashlib.sha256(scope.key.encode()).hexdigest()[:32]
-    return part_file_key(org_id, dataset_uuid, dataset_version, part)
+    return f"{location}/{part}.parquet"

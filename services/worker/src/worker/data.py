@@ -38,7 +38,7 @@ from trace_core.contracts.queries import BatchQuery, QueryPin
 from trace_core.contracts.tasks import OutputStorage, TaskPayload
 from trace_core.dag.config import UpdateStrategy
 from trace_core.objectstore import ObjectStore
-from trace_core.storage import query_result_key, scope_file_key
+from trace_core.storage import query_result_key
 from worker.cascade import written_kind
 from worker.client import DispatcherClient
 from worker.operators import OperatorError
@@ -92,8 +92,7 @@ class DataPlane:
         try:
             target = payload.outputs[write.output]
             if target.storage is OutputStorage.S3:
-                key = scope_file_key(payload.org_id, target.dataset_uuid, target.dataset_version, write.scope)
-                await self.store.put_file(key, path)
+                await self.store.put_file(target.file_key(write.scope), path)
             elif target.storage is OutputStorage.POSTGRES:
                 table = await asyncio.to_thread(pq.read_table, path)
                 rows = [{k: _json_value(v) for k, v in row.items()} for row in table.to_pylist()]
@@ -115,7 +114,7 @@ class DataPlane:
         """Remove what output `output` holds for `scope` (a replace job's invalidated scope it did not rewrite)."""
         target = payload.outputs[output]
         if target.storage is OutputStorage.S3:
-            await self.store.delete(scope_file_key(payload.org_id, target.dataset_uuid, target.dataset_version, scope))
+            await self.store.delete(target.file_key(scope))
         elif target.storage is OutputStorage.POSTGRES:
             await self._write_rows(payload, output, scope, [], replace_scope=True)
 

@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import Field
 
 from trace_core.contracts._base import Contract
-from trace_core.contracts.events import Event
+from trace_core.contracts.events import Event, EventScope
 from trace_core.contracts.queries import BatchQuery
 from trace_core.dag.config import (
     Activation,
@@ -20,6 +20,7 @@ from trace_core.dag.config import (
     UpdateStrategy,
     WriteMode,
 )
+from trace_core.storage import location_file_key
 
 
 class TaskStatus(StrEnum):
@@ -75,6 +76,12 @@ class OutputTarget(Contract):
     unique_key: list[str] = Field(default_factory=list)
     # object-store prefix of the version (s3/local) or `schema.table` (postgres); null for events only
     location: str | None = None
+
+    def file_key(self, scope: EventScope) -> str:
+        """The object key of `scope`'s Parquet file in this (Parquet) output's version."""
+        if self.storage is not OutputStorage.S3 or self.location is None:
+            raise ValueError(f"output {self.index} is not a Parquet output with a location")
+        return location_file_key(self.location, scope)
 
 
 class SlotAssignment(Contract):

@@ -40,16 +40,20 @@ class Migration:
 
 
 def load_migrations() -> list[Migration]:
-    """The migrations shipped with trace_core, in order; gaps and duplicate numbers are errors."""
+    """The migrations shipped with trace_core, in order; duplicate numbers are errors.
+
+    Numbers may leave gaps: parallel lines of work reserve theirs ahead (one branch ships 0008 before 0005 to
+    0007 land). `migrate` refuses to apply a migration numbered below one a database already has, so order is
+    still never broken."""
     found: list[Migration] = []
     for entry in resources.files("trace_core.db.migrations").iterdir():
         match = _FILE_NAME.match(entry.name)
         if match:
             found.append(Migration(int(match["number"]), match["name"], entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.number)
-    expected = list(range(1, len(found) + 1))
-    if [m.number for m in found] != expected:
-        raise MigrationError(f"migration numbers must run 1..N without gaps, found {[m.number for m in found]}")
+    numbers = [m.number for m in found]
+    if len(set(numbers)) != len(numbers) or (numbers and numbers[0] < 1):
+        raise MigrationError(f"migration numbers must be unique and start at 1 or later, found {numbers}")
     return found
 
 
@@ -81,6 +85,13 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
         unknown = sorted(set(applied) - known)
         if unknown:
             raise MigrationError(f"the database has migrations this code does not know: {unknown}; upgrade Trace")
+        newest = max(applied, default=0)
+        late = [m for m in migrations if m.number not in applied and m.number < newest]
+        if late:
+            raise MigrationError(
+                f"migration {late[0].number:04d}_{late[0].name} is older than {newest:04d}, which this database "
+                f"already has; renumber it after {newest:04d}"
+            )
         done: list[Migration] = []
         for migration in migrations:
             if migration.number in applied:

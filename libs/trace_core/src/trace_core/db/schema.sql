@@ -111,10 +111,21 @@ CREATE TABLE dag_versions (
     created_at timestamptz NOT NULL DEFAULT now(),
     activated_at timestamptz,
     deactivated_at timestamptz,
+    -- the deploy's diff against the version it replaced (changed, added, removed and rebuilt jobs)
+    changes jsonb NOT NULL DEFAULT '{}',
+    -- a rebuild catches up in rounds: events from outside the rebuild with ids up to the target become its
+    -- tasks (backfilled says how far that went); newer ones wait for the next round or the cutover
+    rebuild_target_event_id bigint,
+    rebuild_backfilled_event_id bigint,
+    rebuild_round integer NOT NULL DEFAULT 0 CHECK (rebuild_round >= 0),
+    rebuild_round_started_at timestamptz,
+    rebuild_error text,  -- why a caught-up rebuild could not cut over
     UNIQUE (dag_id, version),
     UNIQUE (dag_id, dag_version_id),
     FOREIGN KEY (org_id, dag_id) REFERENCES dags (org_id, dag_id) ON DELETE CASCADE,
-    FOREIGN KEY (org_id, deployed_by) REFERENCES users (org_id, user_id) ON DELETE SET NULL (deployed_by)
+    FOREIGN KEY (org_id, deployed_by) REFERENCES users (org_id, user_id) ON DELETE SET NULL (deployed_by),
+    CONSTRAINT dag_versions_rebuild_backfill_within_target
+        CHECK (rebuild_backfilled_event_id <= rebuild_target_event_id)
 );
 CREATE UNIQUE INDEX dag_versions_one_active ON dag_versions (dag_id) WHERE status = 'active';
 CREATE UNIQUE INDEX dag_versions_one_rebuilding ON dag_versions (dag_id) WHERE status = 'rebuilding';
@@ -215,6 +226,8 @@ CREATE TABLE dataset_versions (
     storage_location text,
     created_at timestamptz NOT NULL DEFAULT now(),
     purged_at timestamptz,
+    -- written by a job deployed with ?rematerialize=none: shares the storage of the version it continues
+    continues_version uuid REFERENCES dataset_versions DEFERRABLE INITIALLY DEFERRED,
     UNIQUE (dataset_uuid, dataset_version),
     UNIQUE (job_id, dataset_uuid),
     FOREIGN KEY (org_id, dataset_uuid) REFERENCES datasets (org_id, dataset_uuid) ON DELETE CASCADE,
@@ -290,6 +303,9 @@ CREATE INDEX tasks_ready ON tasks (runtime, not_before) WHERE status = 'Queued';
 CREATE INDEX tasks_live_partition ON tasks (job_id, partition_key, input_event_id)
     WHERE partition_key IS NOT NULL AND status IN ('Queued', 'Dispatched', 'Running');
 CREATE INDEX tasks_dag_created ON tasks (dag_id, created_at DESC, task_id);
+-- The catch-up check of a rebuild asks for failed or canceled tasks of its jobs on every pass; failures are
+-- rare, so this index stays small and a task's normal transitions never touch it.
+CREATE INDEX tasks_ended_badly ON tasks (job_id) WHERE status IN ('Failed', 'Canceled');
 
 -- "Dataset D, version V changed for this scope". The dedup key of SPEC §4 is
 -- (producer_task_id, dataset_uuid, scope_key): a retried attempt that re-emits an event is a no-op.
@@ -547,6 +563,21 @@ LANGUAGE sql STABLE AS $$
         )
 $$;
 
+-- The partition a task of a PerPartition job runs in: the router and a rebuild's backfill both use it.
+CREATE FUNCTION task_partition_key(execution_strategy text, partition_key text, range_start bigint,
+                                   range_end bigint) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN execution_strategy = 'PerPartition'
+                THEN coalesce(partition_key, range_start || '-' || range_end, '') END
+$$;
+
+-- Where an event's scope stands in its stream, when that is a number: a range's end, or a cursor of digits.
+-- Rebuild progress compares it against the head of an input; other scopes (partition keys) have none.
+CREATE FUNCTION scope_position(scope_cursor text, range_end bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(range_end, CASE WHEN scope_cursor ~ '^[0-9]{1,18}$' THEN scope_cursor::bigint END)
+$$;
+
 -- Every dataset with the version its DAG's active pointer set names: what a reader sees now. A query pins
 -- these rows once, at its start.
 CREATE VIEW current_dataset_versions AS
@@ -557,6 +588,15 @@ FROM datasets ds
 JOIN dags d ON d.dag_id = ds.dag_id
 JOIN pointer_set_entries e ON e.pointer_set_id = d.active_pointer_set_id AND e.dataset_uuid = ds.dataset_uuid
 JOIN dataset_versions dv ON dv.dataset_version = e.dataset_version;
+
+-- The dataset version each job input reads: the one its upstream job writes, or (another DAG's published
+-- dataset) the version that DAG's readers see now. Backfills, the catch-up check and progress read inputs here.
+CREATE VIEW job_input_versions AS
+SELECT ji.job_id, ji.input_index, ji.dataset_uuid, ji.upstream_job_id,
+       coalesce(uv.dataset_version, cur.dataset_version) AS dataset_version
+FROM job_inputs ji
+LEFT JOIN dataset_versions uv ON uv.job_id = ji.upstream_job_id AND uv.dataset_uuid = ji.dataset_uuid
+LEFT JOIN current_dataset_versions cur ON ji.upstream_job_id IS NULL AND cur.dataset_uuid = ji.dataset_uuid;
 
 -- A batch query follows its task: every change of the task's status (task-fetch, completion, retry, the reaper,
 -- cancel) moves the query too, so no path that moves tasks can leave a query behind, and no hot statement of

@@ -31,7 +31,7 @@ from trace_core.contracts.tasks import TaskStatus
 from trace_core.db.pool import Pool
 from trace_core.logging import get_logger
 from trace_core.naming import SYSTEM_COLUMN_PREFIX
-from trace_core.storage import scope_file_key
+from trace_core.storage import location_file_key
 
 log = get_logger(__name__)
 
@@ -172,7 +172,7 @@ class RowsApi:
                 source["scope_cursor"], source["partition_key"], source["range_start"], source["range_end"]
             )
             if source["storage"] == "s3":
-                key = scope_file_key(source["org_id"], source["dataset_uuid"], source["dataset_version"], scope)
+                key = location_file_key(source["storage_location"], scope)
                 return TaskInputResponse(storage="s3", parquet_key=key)
             if source["storage"] != "postgres":
                 raise _bad_request("the input event's dataset is events only: it has no rows to read")

@@ -1,1 +1,1 @@
-"""The dispatcher's loops (router, scheduler, reaper), run only by the replica holding the leader lock."""
+"""The dispatcher's loops (router, scheduler, reaper, rebuilds), run only by the replica holding the leader lock."""

@@ -10,6 +10,7 @@ import psycopg
 
 from dispatcher.loops.context import LoopContext
 from dispatcher.loops.reaper import run_reaper
+from dispatcher.loops.rebuilds import run_rebuilds
 from dispatcher.loops.router import run_router
 from dispatcher.loops.scheduler import run_scheduler
 from trace_core.db.pool import connect_cancel_safe
@@ -74,6 +75,7 @@ class Leader:
             asyncio.create_task(run_router(self._ctx), name="router"),
             asyncio.create_task(run_scheduler(self._ctx), name="scheduler"),
             asyncio.create_task(run_reaper(self._ctx), name="reaper"),
+            asyncio.create_task(run_rebuilds(self._ctx), name="rebuilds"),
         ]
         try:
             while not self._stopping:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from dispatcher.loops.context import LoopContext
+from dispatcher.repositories import lifecycle as lifecycle_repo
 from dispatcher.repositories import tasks as repo
 from trace_core.logging import get_logger
 
@@ -16,6 +17,8 @@ async def route_pending_events(ctx: LoopContext) -> int:
     routed = 0
     while True:
         async with ctx.pool.connection() as conn, conn.transaction():
+            # a pass never overlaps a deploy, cutover or rollback changing who reads what (lifecycle.sql)
+            await lifecycle_repo.share_routing_lock(conn)
             events, tasks = await repo.route_events(conn, ctx.settings.router_batch)
         routed += events
         ctx.metrics.routed_events.inc(events)

@@ -1,25 +1,38 @@
-"""`/v1/dags`: deploy, list and inspect DAGs, start source runs."""
+"""`/v1/dags`: deploy (and redeploy), inspect, list versions, roll back, start source runs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, NotFoundException
-from litestar.params import FromPath
-from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_422_UNPROCESSABLE_ENTITY
+from litestar.params import FromPath, FromQuery
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_201_CREATED,
+    HTTP_202_ACCEPTED,
+    HTTP_400_BAD_REQUEST,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+)
+from pydantic import ValidationError
 
 from dispatcher.lifecycle.deploy import deploy_dag, deploy_response
+from dispatcher.lifecycle.rollback import rollback_dag
+from dispatcher.lifecycle.status import dag_status
 from dispatcher.notifications import Notifications
 from dispatcher.repositories import dags as dags_repo
+from dispatcher.repositories import lifecycle as lifecycle_repo
 from dispatcher.repositories import tasks as tasks_repo
 from trace_core.auth.litestar import require_role
 from trace_core.auth.principal import Principal
+from trace_core.contracts.lifecycle import RollbackRequest
 from trace_core.dag import DagConfigError, load_dag_yaml
 from trace_core.db.pool import Pool
 
 Req = Request[Principal, None, State]
+
+REMATERIALIZE = {"full": True, "none": False}
 
 
 class DagController(Controller):
@@ -30,9 +43,19 @@ class DagController(Controller):
         "",
         guards=[require_role("writer")],
         status_code=HTTP_201_CREATED,
-        summary="Deploy a DAG: the body is its YAML",
+        summary="Deploy a DAG (the body is its YAML): a new DAG, or a new version of a deployed one",
+        description="A redeploy rebuilds the changed jobs and everything downstream beside the serving version, "
+        "then cuts over; `?rematerialize=none` serves the new version at once, continuing the changed jobs' data "
+        "instead of rebuilding it. 201 with the new version; 200 when the YAML deploys nothing new.",
     )
-    async def deploy(self, request: Req, state: State) -> dict[str, Any]:
+    async def deploy(
+        self, request: Req, state: State, rematerialize: FromQuery[str | None] = None
+    ) -> Response[dict[str, Any]]:
+        if rematerialize is not None and rematerialize not in REMATERIALIZE:
+            raise ClientException(
+                detail=f"rematerialize: {rematerialize!r} is not one of {sorted(REMATERIALIZE)}",
+                status_code=HTTP_400_BAD_REQUEST,
+            )
         body = await request.body()
         try:
             text = body.decode("utf-8")
@@ -49,10 +72,14 @@ class DagController(Controller):
             ) from None
         pool: Pool = state.db_pool
         async with pool.connection() as conn:
-            result = await deploy_dag(conn, request.user, text, config)
+            result = await deploy_dag(
+                conn, request.user, text, config, rematerialize=REMATERIALIZE[rematerialize or "full"]
+            )
         notifications: Notifications = state.notifications
         notifications.publish("trace_tasks")
-        return deploy_response(result)
+        return Response(
+            deploy_response(result), status_code=HTTP_200_OK if result.status == "unchanged" else HTTP_201_CREATED
+        )
 
     @get("", guards=[require_role("reader")], summary="DAGs of the caller's org")
     async def list_dags(self, request: Req, state: State) -> list[dict[str, Any]]:
@@ -60,23 +87,57 @@ class DagController(Controller):
         async with pool.connection() as conn:
             return await dags_repo.list_dags(conn, request.user.org_id)
 
-    @get("/{dag_name:str}", guards=[require_role("reader")], summary="A DAG: active version, jobs and datasets")
+    @get(
+        "/{dag_name:str}",
+        guards=[require_role("reader")],
+        summary="A DAG: active version, a rebuild in progress with its progress per job, version history",
+    )
     async def get_dag(self, request: Req, state: State, dag_name: FromPath[str]) -> dict[str, Any]:
+        pool: Pool = state.db_pool
+        async with pool.connection() as conn:
+            status = await dag_status(conn, request.user.org_id, dag_name)
+        if status is None:
+            raise NotFoundException(f"no DAG {dag_name!r}")
+        return status
+
+    @get("/{dag_name:str}/versions", guards=[require_role("reader")], summary="A DAG's versions, newest first")
+    async def versions(self, request: Req, state: State, dag_name: FromPath[str]) -> list[dict[str, Any]]:
         pool: Pool = state.db_pool
         async with pool.connection() as conn:
             dag = await dags_repo.dag_by_name(conn, request.user.org_id, dag_name)
             if dag is None:
                 raise NotFoundException(f"no DAG {dag_name!r}")
-            jobs = await dags_repo.dag_jobs(conn, dag["active_version_id"])
-            datasets = await dags_repo.dag_datasets(conn, dag["dag_id"], dag["active_pointer_set_id"])
+            return await lifecycle_repo.version_history(conn, dag["dag_id"])
+
+    @post(
+        "/{dag_name:str}/rollback",
+        guards=[require_role("writer")],
+        status_code=HTTP_200_OK,
+        summary="Restore the previous version (or `to_version`) and its pointer set; abort a rebuild",
+        description='Body (optional): `{"to_version": N}`. The rolled-back version\'s waiting tasks are '
+        "canceled and its running ones told to stop at their next heartbeat.",
+    )
+    async def rollback(self, request: Req, state: State, dag_name: FromPath[str]) -> dict[str, Any]:
+        body = await request.body()
+        try:
+            wanted = RollbackRequest.model_validate_json(body) if body.strip() else RollbackRequest()
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "body"
+            raise ClientException(detail=f"{where}: {problem['msg']}", status_code=HTTP_400_BAD_REQUEST) from None
+        pool: Pool = state.db_pool
+        async with pool.connection() as conn:
+            result = await rollback_dag(conn, request.user, dag_name, wanted.to_version)
+        notifications: Notifications = state.notifications
+        notifications.publish("trace_tasks")
         return {
-            "dag": dag_name,
-            "dag_id": dag["dag_id"],
-            "active_version": dag["active_version"],
-            "rebuilding_version": None,
-            "created_at": dag["created_at"],
-            "jobs": jobs,
-            "datasets": datasets,
+            "dag": result.dag,
+            "active_version": result.active_version,
+            "rolled_back_version": result.rolled_back_version,
+            "aborted_rebuild": result.aborted_rebuild,
+            "canceled_tasks": result.canceled_tasks,
+            "stopping_tasks": result.stopping_tasks,
+            "restored_tasks": result.restored_tasks,
         }
 
     @post(

@@ -38,10 +38,10 @@ async def insert_dag(conn: Connection, org_id: UUID, dag_name: str) -> UUID | No
     return None if row is None else UUID(str(row["dag_id"]))
 
 
-async def insert_dag_version(conn: Connection, **params: Any) -> UUID:
-    row = await _one(conn, "insert_dag_version", {**params, "config": Jsonb(params["config"])})
-    assert row is not None
-    return UUID(str(row["dag_version_id"]))
+async def insert_dag_version(conn: Connection, **params: Any) -> None:
+    await conn.execute(
+        Q["insert_dag_version"], {**params, "config": Jsonb(params["config"]), "changes": Jsonb(params["changes"])}
+    )
 
 
 async def insert_job(conn: Connection, **params: Any) -> UUID:
@@ -68,32 +68,9 @@ async def insert_job_input(conn: Connection, **params: Any) -> None:
     await conn.execute(Q["insert_job_input"], params)
 
 
-async def publish_dataset(conn: Connection, dataset_uuid: UUID, dataset_name: str) -> None:
-    await conn.execute(Q["publish_dataset"], {"dataset_uuid": dataset_uuid, "dataset_name": dataset_name})
-
-
-async def insert_pointer_set(conn: Connection, org_id: UUID, dag_id: UUID, version_id: UUID) -> UUID:
-    row = await _one(conn, "insert_pointer_set", {"org_id": org_id, "dag_id": dag_id, "version_id": version_id})
-    assert row is not None
-    return UUID(str(row["pointer_set_id"]))
-
-
-async def insert_pointer_set_entry(
-    conn: Connection, pointer_set_id: UUID, dataset_uuid: UUID, dataset_version: UUID
-) -> None:
-    params = {"pointer_set_id": pointer_set_id, "dataset_uuid": dataset_uuid, "dataset_version": dataset_version}
-    await conn.execute(Q["insert_pointer_set_entry"], params)
-
-
 async def activate_dag(conn: Connection, dag_id: UUID, version_id: UUID, pointer_set_id: UUID) -> None:
     params = {"dag_id": dag_id, "version_id": version_id, "pointer_set_id": pointer_set_id}
     await conn.execute(Q["activate_dag"], params)
-
-
-async def insert_slot(conn: Connection, **params: Any) -> None:
-    await conn.execute(
-        Q["insert_slot"], {**params, "env": Jsonb(params["env"]), "secret_env": Jsonb(params["secret_env"])}
-    )
 
 
 async def dag_jobs(conn: Connection, version_id: UUID) -> list[Row]:

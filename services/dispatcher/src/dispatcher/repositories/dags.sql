@@ -1,13 +1,20 @@
 -- name: dag_by_name --
 SELECT d.dag_id, d.dag_name, d.active_version_id, d.active_pointer_set_id, d.rebuilding_version_id,
-       d.created_at, d.updated_at, v.version AS active_version, v.deployed_by
-FROM dags d LEFT JOIN dag_versions v ON v.dag_version_id = d.active_version_id
-WHERE d.org_id = %(org_id)s AND d.dag_name = %(dag_name)s;
+       d.created_at, d.updated_at, v.version AS active_version, v.deployed_by, v.activated_at,
+       r.version AS rebuilding_version, r.created_at AS rebuild_started_at, r.rebuild_target_event_id,
+       r.rebuild_backfilled_event_id, r.rebuild_round, r.rebuild_round_started_at, r.rebuild_error
+FROM dags d
+LEFT JOIN dag_versions v ON v.dag_version_id = d.active_version_id
+LEFT JOIN dag_versions r ON r.dag_version_id = d.rebuilding_version_id
+WHERE d.org_id = %(org_id)s AND d.dag_name = %(dag_name)s AND NOT d.system;
 
 -- name: list_dags --
-SELECT d.dag_id, d.dag_name, v.version AS active_version, v.created_at AS deployed_at, d.created_at,
+SELECT d.dag_id, d.dag_name, v.version AS active_version, r.version AS rebuilding_version,
+       v.created_at AS deployed_at, d.created_at,
        (SELECT count(*) FROM dag_version_jobs vj WHERE vj.dag_version_id = d.active_version_id) AS jobs
-FROM dags d LEFT JOIN dag_versions v ON v.dag_version_id = d.active_version_id
+FROM dags d
+LEFT JOIN dag_versions v ON v.dag_version_id = d.active_version_id
+LEFT JOIN dag_versions r ON r.dag_version_id = d.rebuilding_version_id
 WHERE d.org_id = %(org_id)s AND NOT d.system  -- system DAGs (`_queries`) are the platform's, not deployed
 ORDER BY d.dag_name;
 
@@ -22,11 +29,11 @@ ON CONFLICT (org_id, dag_name) DO NOTHING
 RETURNING dag_id;
 
 -- name: insert_dag_version --
-INSERT INTO dag_versions (org_id, dag_id, version, status, source_yaml, config, config_hash, deployed_by,
-                          activated_at)
-VALUES (%(org_id)s, %(dag_id)s, %(version)s, %(status)s, %(source_yaml)s, %(config)s, %(config_hash)s,
-        %(deployed_by)s, CASE WHEN %(status)s = 'active' THEN now() END)
-RETURNING dag_version_id;
+INSERT INTO dag_versions (dag_version_id, org_id, dag_id, version, status, source_yaml, config, config_hash,
+                          rematerialize, parent_version_id, changes, deployed_by, activated_at)
+VALUES (%(dag_version_id)s, %(org_id)s, %(dag_id)s, %(version)s, %(status)s, %(source_yaml)s, %(config)s,
+        %(config_hash)s, %(rematerialize)s, %(parent_version_id)s, %(changes)s, %(deployed_by)s,
+        CASE WHEN %(status)s = 'active' THEN now() END);
 
 -- name: insert_job --
 INSERT INTO jobs (org_id, dag_id, job_name, activation, runtime, operator, config, execution_strategy,
@@ -47,32 +54,17 @@ VALUES (%(org_id)s, %(dag_id)s, %(job_name)s, %(output_index)s, %(storage)s, %(f
 RETURNING dataset_uuid;
 
 -- name: insert_dataset_version --
-INSERT INTO dataset_versions (dataset_version, org_id, dataset_uuid, job_id, storage_location)
-VALUES (%(dataset_version)s, %(org_id)s, %(dataset_uuid)s, %(job_id)s, %(storage_location)s);
+INSERT INTO dataset_versions (dataset_version, org_id, dataset_uuid, job_id, storage_location, continues_version)
+VALUES (%(dataset_version)s, %(org_id)s, %(dataset_uuid)s, %(job_id)s, %(storage_location)s,
+        %(continues_version)s);
 
 -- name: insert_job_input --
 INSERT INTO job_inputs (job_id, input_index, dataset_uuid, upstream_job_id)
 VALUES (%(job_id)s, %(input_index)s, %(dataset_uuid)s, %(upstream_job_id)s);
 
--- name: publish_dataset --
-UPDATE datasets SET dataset_name = %(dataset_name)s, published_at = now(), updated_at = now()
-WHERE dataset_uuid = %(dataset_uuid)s;
-
--- name: insert_pointer_set --
-INSERT INTO pointer_sets (org_id, dag_id, dag_version_id) VALUES (%(org_id)s, %(dag_id)s, %(version_id)s)
-RETURNING pointer_set_id;
-
--- name: insert_pointer_set_entry --
-INSERT INTO pointer_set_entries (pointer_set_id, dataset_uuid, dataset_version)
-VALUES (%(pointer_set_id)s, %(dataset_uuid)s, %(dataset_version)s);
-
 -- name: activate_dag --
 UPDATE dags SET active_version_id = %(version_id)s, active_pointer_set_id = %(pointer_set_id)s, updated_at = now()
 WHERE dag_id = %(dag_id)s;
-
--- name: insert_slot --
-INSERT INTO worker_pool_slots (org_id, dag_id, pool_name, slot_index, env, secret_env)
-VALUES (%(org_id)s, %(dag_id)s, %(pool_name)s, %(slot_index)s, %(env)s, %(secret_env)s);
 
 -- name: dag_jobs --
 SELECT vj.job_name, j.job_id, j.activation, j.operator, j.runtime, j.execution_strategy, j.update_strategy,

@@ -38,11 +38,11 @@ producer AS (
 ),
 subscribers AS (
     -- inputs wired to the output (of the job materialization) that wrote this version (same DAG)
-    SELECT p.event_id, ji.job_id
+    SELECT p.event_id, p.producer_job_id, ji.job_id
     FROM producer p JOIN job_inputs ji ON ji.upstream_job_id = p.producer_job_id AND ji.dataset_uuid = p.dataset_uuid
     UNION
     -- inputs reading another DAG's published dataset: only events of its current version
-    SELECT p.event_id, ji.job_id
+    SELECT p.event_id, p.producer_job_id, ji.job_id
     FROM producer p
     JOIN job_inputs ji ON ji.upstream_job_id IS NULL AND ji.dataset_uuid = p.dataset_uuid
     JOIN datasets ds ON ds.dataset_uuid = p.dataset_uuid
@@ -51,7 +51,10 @@ subscribers AS (
         AND pe.dataset_uuid = p.dataset_uuid AND pe.dataset_version = p.dataset_version
 ),
 targets AS (
-    -- only jobs of a DAG's active or rebuilding version subscribe; the active version's settings win
+    -- only jobs of a DAG's active or rebuilding version subscribe; the newest version's settings win. A job a
+    -- rebuild builds takes the events of its rebuilt reactive jobs at once, and others (from outside the rebuild,
+    -- or a rebuilt source) only up to the round's target: newer ones wait in Postgres for the next round or the
+    -- cutover, which turn them into its tasks (lifecycle/cutover.py).
     SELECT DISTINCT ON (s.event_id, s.job_id)
            s.event_id, s.job_id, j.org_id, j.dag_id, vj.dag_version_id, j.runtime, j.execution_strategy,
            vj.max_attempts
@@ -60,15 +63,20 @@ targets AS (
     JOIN dags d ON d.dag_id = j.dag_id
     JOIN dag_version_jobs vj ON vj.job_id = j.job_id
         AND vj.dag_version_id IN (d.active_version_id, d.rebuilding_version_id)
-    ORDER BY s.event_id, s.job_id, (vj.dag_version_id = d.active_version_id) DESC
+    LEFT JOIN dag_versions rv ON vj.rebuilds AND rv.dag_version_id = vj.dag_version_id
+        AND rv.dag_version_id = d.rebuilding_version_id
+    WHERE rv.dag_version_id IS NULL
+       OR s.event_id <= rv.rebuild_target_event_id
+       OR EXISTS (SELECT 1 FROM dag_version_jobs pv JOIN jobs pj ON pj.job_id = pv.job_id
+                  WHERE pv.dag_version_id = rv.dag_version_id AND pv.job_id = s.producer_job_id AND pv.rebuilds
+                    AND pj.activation = 'reactive')
+    ORDER BY s.event_id, s.job_id, (vj.dag_version_id = d.rebuilding_version_id) DESC
 ),
 inserted AS (
     INSERT INTO tasks (org_id, dag_id, dag_version_id, job_id, input_event_id, runtime, partition_key,
                        max_attempts)
     SELECT t.org_id, t.dag_id, t.dag_version_id, t.job_id, t.event_id, t.runtime,
-           CASE WHEN t.execution_strategy = 'PerPartition'
-                THEN coalesce(b.partition_key, b.range_start || '-' || b.range_end, '') END,
-           t.max_attempts
+           task_partition_key(t.execution_strategy, b.partition_key, b.range_start, b.range_end), t.max_attempts
     FROM targets t JOIN batch b ON b.event_id = t.event_id
     ON CONFLICT (job_id, input_event_id) DO NOTHING
     RETURNING task_id, input_event_id
@@ -87,7 +95,8 @@ SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM inserted) A
 -- One pass of the scheduler for one runtime: pick ready tasks within every limit (runtime in-flight,
 -- job concurrency, PerPartition order, worker-pool slots), lease their slots and mark them Dispatched.
 WITH job_settings AS (
-    -- the execution settings in force for each job: its DAG's active version, else the rebuilding one
+    -- the execution settings in force for each job: its DAG's newest version (rebuilding, else active), since
+    -- execution-only edits apply at once
     SELECT DISTINCT ON (vj.job_id)
            vj.job_id, vj.worker_pool, vj.timeout_s, d.dag_id,
            CASE WHEN vj.worker_pool IS NULL THEN vj.max_concurrency
@@ -97,7 +106,7 @@ WITH job_settings AS (
            END AS capacity
     FROM dags d
     JOIN dag_version_jobs vj ON vj.dag_version_id IN (d.active_version_id, d.rebuilding_version_id)
-    ORDER BY vj.job_id, (vj.dag_version_id = d.active_version_id) DESC
+    ORDER BY vj.job_id, (vj.dag_version_id = d.rebuilding_version_id) DESC
 ),
 in_flight AS (
     SELECT job_id, count(*) AS n FROM tasks
@@ -433,7 +442,9 @@ released AS (DELETE FROM slot_leases WHERE task_id IN (SELECT task_id FROM incom
 dequeued AS (DELETE FROM transport_queue WHERE task_id IN (SELECT task_id FROM incoming))
 UPDATE tasks t
 SET status = i.task_status,
-    last_error = i.error,
+    -- a task stopped on request keeps the reason it was asked to stop for (a rollback names the version)
+    last_error = CASE WHEN i.task_status = 'Canceled' AND t.cancel_requested_at IS NOT NULL
+                      THEN coalesce(t.last_error, i.error) ELSE i.error END,
     updated_at = now(),
     not_before = CASE WHEN i.task_status = 'Queued'
                       THEN now() + make_interval(secs => least(%(max_s)s, %(base_s)s * 2 ^ (t.attempt_count - 1))
