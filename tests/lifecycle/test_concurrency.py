@@ -14,9 +14,19 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from tests.lifecycle.conftest import dag_status, lifecycle_dag
-from tests.support.stack import Stack, wait_for
+from tests.support.stack import Stack, running_stack, wait_for
+
+
+@pytest.fixture
+def stack(database_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """A dispatcher without the leader's loops: only the racing requests may wait on the DAG's row (the rebuild
+    loop's cutover check locks it too, and would be counted among the waiters)."""
+    with running_stack(database_url, tmp_path / "stack") as running:
+        running.start_dispatcher({"TRACE_DISPATCHER_LOOPS": "false"})
+        yield running
 
 
 @contextmanager
