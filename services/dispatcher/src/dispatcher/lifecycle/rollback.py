@@ -92,8 +92,8 @@ async def _target(conn: Connection, state: repo.DagState, to_version: int | None
     row = await repo.previous_version(conn, state.dag_id)
     if row is None:
         raise _conflict(
-            f"DAG {state.dag_name!r} has no previous version to roll back to: version {state.active_version} is "
-            "the only one that served"
+            f"DAG {state.dag_name!r} has no previous version to roll back to: no retired version can serve again "
+            f"before version {state.active_version} (see `trace versions {state.dag_name}`)"
         )
     return row
 
