@@ -1,7 +1,7 @@
 """The garbage collector's settings for the services' hot loops (the dispatcher and the worker wrapper).
 
 Measured in the dispatch benchmark: a full collection walked every object the process had imported or built at
-start (the web framework, pydantic's validators, the AWS SDK) and stopped the event loop for 100–200 ms, a few
+start (the web framework, pydantic's validators, the AWS SDK) and stopped the event loop for 100-200 ms, a few
 times a run; young collections ran every 700 net allocations, several hundred times a second under load.
 """
 
