@@ -6,7 +6,6 @@ carry that attempt's token. A stale attempt gets 409 saying which attempt is cur
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -97,8 +96,8 @@ class WorkerApi:
 
     async def fetch_many(self, call: TaskFetchBatchRequest) -> TaskFetchBatchResponse:
         """Each id as its own task-fetch; submitted together, they share the batcher's transactions."""
-        answers = await asyncio.gather(
-            *(self.fetch(task_id, call.worker_id) for task_id in call.task_ids), return_exceptions=True
+        answers = await self._fetches.submit_many(
+            [_FetchRequest(task_id, call.worker_id, self.settings.lease_s) for task_id in call.task_ids]
         )
         results = []
         for task_id, answer in zip(call.task_ids, answers, strict=True):
@@ -111,7 +110,7 @@ class WorkerApi:
         return TaskFetchBatchResponse(results=results)
 
     async def complete_many(self, call: TaskCompleteBatchRequest) -> TaskCompleteBatchResponse:
-        answers = await asyncio.gather(*(self.complete(c) for c in call.completions), return_exceptions=True)
+        answers = await self._completions.submit_many(call.completions)
         results = []
         for completion, answer in zip(call.completions, answers, strict=True):
             if isinstance(answer, TaskCompleteResponse):
