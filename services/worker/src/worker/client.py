@@ -36,6 +36,8 @@ from trace_core.contracts.internal import (
     TaskInputResponse,
     TaskPollRequest,
     TaskPollResponse,
+    TaskReleaseRequest,
+    TaskReleaseResponse,
 )
 
 
@@ -143,6 +145,10 @@ class DispatcherClient:
 
     async def record_query_result(self, call: QueryResultRequest) -> QueryResultResponse:
         return QueryResultResponse.model_validate_json(await self._post("/internal/query-result", call))
+
+    async def release(self, task_ids: list[UUID], worker_id: str) -> int:
+        body = await self._post("/internal/task-release", TaskReleaseRequest(task_ids=task_ids, worker_id=worker_id))
+        return TaskReleaseResponse.model_validate_json(body).released
 
     async def poll(self, call: TaskPollRequest) -> TaskPollResponse:
         body = await self._post("/internal/task-poll", call, timeout_s=call.wait_s + 10)

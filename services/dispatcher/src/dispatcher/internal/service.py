@@ -41,6 +41,8 @@ from trace_core.contracts.internal import (
     TaskFetchResult,
     TaskPollRequest,
     TaskPollResponse,
+    TaskReleaseRequest,
+    TaskReleaseResponse,
 )
 from trace_core.contracts.queries import BatchQuery
 from trace_core.contracts.tasks import AttemptStatus, JobSpec, OutputTarget, SlotAssignment, TaskPayload, TaskStatus
@@ -262,6 +264,16 @@ class WorkerApi:
         if accepted:
             self.notifications.publish("trace_events")
         return EmitEventsResponse(accepted=accepted, duplicates=duplicates)
+
+    async def release(self, call: TaskReleaseRequest) -> TaskReleaseResponse:
+        """Ids a stopping worker took and did not start go back to the queue at once (not after
+        TRACE_DISPATCH_TIMEOUT_S)."""
+        async with self.pool.connection() as conn:
+            released = await repo.undispatch(conn, call.task_ids)
+        if released:
+            log.info("dispatcher.task.released", worker_id=call.worker_id, tasks=released)
+            self.notifications.publish("trace_tasks")
+        return TaskReleaseResponse(released=released)
 
     async def poll(self, call: TaskPollRequest) -> TaskPollResponse:
         deadline = datetime.now(UTC) + timedelta(seconds=call.wait_s)

@@ -59,8 +59,10 @@ async def dispatch_ready_tasks(
     return await _all(conn, "dispatch_ready_tasks", params)
 
 
-async def undispatch(conn: Connection, task_ids: list[UUID]) -> None:
-    await conn.execute(Q["undispatch"], {"task_ids": task_ids})
+async def undispatch(conn: Connection, task_ids: list[UUID]) -> int:
+    """Dispatched tasks back to the queue; returns how many were still dispatched."""
+    row = await _one(conn, "undispatch", {"task_ids": task_ids})
+    return 0 if row is None else int(row["n"])
 
 
 async def take_from_transport_queue(conn: Connection, runtime: str, limit: int) -> list[UUID]:

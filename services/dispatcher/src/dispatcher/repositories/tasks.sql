@@ -197,11 +197,16 @@ SELECT d.task_id, extract(epoch FROM d.dispatched_at - e.created_at)::float8 AS 
 FROM dispatched d LEFT JOIN events e ON e.event_id = d.input_event_id;
 
 -- name: undispatch --
--- The transport refused these task ids: back to the queue, slots released.
-WITH released AS (DELETE FROM slot_leases WHERE task_id = ANY(%(task_ids)b))
-UPDATE tasks SET status = 'Queued', dispatched_at = NULL, not_before = now() + interval '1 second',
-                 updated_at = now()
-WHERE task_id = ANY(%(task_ids)b) AND status = 'Dispatched';
+-- The transport refused these task ids, or the worker holding them stopped before starting them: back to the
+-- queue, slots released. A task whose attempt started is left as it is.
+WITH back AS (
+    UPDATE tasks SET status = 'Queued', dispatched_at = NULL, not_before = now() + interval '1 second',
+                     updated_at = now()
+    WHERE task_id = ANY(%(task_ids)b) AND status = 'Dispatched'
+    RETURNING task_id
+),
+released AS (DELETE FROM slot_leases WHERE task_id IN (SELECT task_id FROM back))
+SELECT count(*) AS n FROM back;
 
 -- name: take_from_transport_queue --
 DELETE FROM transport_queue WHERE task_id IN (
