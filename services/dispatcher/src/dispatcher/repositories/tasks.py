@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
-
-from psycopg.types.json import Jsonb
 
 from trace_core.contracts.events import EmittedEvent
 from trace_core.db.pool import Connection
@@ -182,7 +181,8 @@ async def send_insert_events(
         "range_starts": [e.scope.range.start if e.scope.range else None for _, _, e in emitted],
         "range_ends": [e.scope.range.end if e.scope.range else None for _, _, e in emitted],
         "scope_keys": [e.scope.key for _, _, e in emitted],
-        "payloads": [Jsonb(e.payload) for _, _, e in emitted],
+        # JSON text, cast in SQL: most payloads are empty, and a Jsonb parameter costs a json.dumps per element
+        "payloads": [json.dumps(e.payload) if e.payload else "{}" for _, _, e in emitted],
     }
     return await send_all(conn, Q["insert_events_of_tasks"], params, _event_counts)
 

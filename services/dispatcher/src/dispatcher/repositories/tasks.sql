@@ -395,7 +395,7 @@ FOR UPDATE OF t;
 WITH incoming AS (
     SELECT * FROM unnest(%(task_ids)b::uuid[], %(attempt_ids)b::uuid[], %(outputs)b::int[], %(kinds)b::text[],
                          %(cursors)b::text[], %(partition_keys)b::text[], %(range_starts)b::bigint[],
-                         %(range_ends)b::bigint[], %(scope_keys)b::text[], %(payloads)b::jsonb[])
+                         %(range_ends)b::bigint[], %(scope_keys)b::text[], %(payloads)b::text[])
         WITH ORDINALITY
         AS i(task_id, attempt_id, output_index, kind, scope_cursor, partition_key, range_start, range_end,
              scope_key, payload, position)
@@ -421,7 +421,7 @@ inserted AS (
     INSERT INTO events (org_id, dataset_uuid, dataset_version, kind, scope_cursor, partition_key, range_start,
                         range_end, scope_key, payload, producer_task_id, producer_attempt_id)
     SELECT org_id, dataset_uuid, dataset_version, kind, scope_cursor, partition_key, range_start, range_end,
-           scope_key, payload, task_id, attempt_id
+           scope_key, payload::jsonb, task_id, attempt_id
     FROM targets
     ORDER BY position  -- event ids follow emission order: PerUpdate and PerPartition run in this order
     ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING
