@@ -40,6 +40,8 @@ async def source_job(conn: Connection, org_id: UUID, dag_name: str, job_name: st
 
 
 async def route_events(conn: Connection, limit: int) -> tuple[int, int]:
+    """One router pass (in a transaction): events routed, tasks made."""
+    await conn.execute(Q["plan_router_pass"])
     row = await _one(conn, "route_events", {"limit": limit})
     assert row is not None
     return int(row["events"]), int(row["tasks"])

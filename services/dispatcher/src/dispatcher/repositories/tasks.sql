@@ -21,6 +21,13 @@ UPDATE tasks SET status = 'Queued', finished_at = NULL, not_before = now(), canc
 WHERE task_id = %(task_id)s
 RETURNING task_id;
 
+-- name: plan_router_pass --
+-- The unrouted events are read by a plain scan of `events_unrouted`, never a bitmap scan: routing an event leaves
+-- a dead entry there until vacuum, and only a plain index scan marks it dead for the scans after it, so each
+-- bitmap scan (which the planner picks when it expects few unrouted events) read every entry left since the last
+-- vacuum and their heap pages (~7 ms a pass after 10,000 events).
+SET LOCAL enable_bitmapscan = off;
+
 -- name: route_events --
 -- One pass of the router: a batch of unrouted events becomes one task per subscribed job and event.
 WITH batch AS (
