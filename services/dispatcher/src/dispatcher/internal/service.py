@@ -7,6 +7,7 @@ carry that attempt's token. A stale attempt gets 409 saying which attempt is cur
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from uuid import UUID
 
 from litestar.exceptions import ClientException, HTTPException, NotFoundException, PermissionDeniedException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_409_CONFLICT
+from pydantic import TypeAdapter
 
 from dispatcher.metrics import Metrics
 from dispatcher.notifications import Notifications
@@ -129,10 +131,12 @@ class WorkerApi:
             async with conn.transaction():
                 started, payloads = await self._start_locked(conn, requests, results, starting)
             attempts, rows = await started.result(), await payloads.result()
+        jobs: dict[tuple[UUID, UUID], _JobParts] = {}  # by (job, version)
         for task_id, (index, number, token) in starting.items():
-            results[index] = _payload(
-                rows[task_id], attempts[task_id], number, token, self.settings.heartbeat_interval_s
-            )
+            row = rows[task_id]
+            key = (row["job_id"], row["dag_version_id"])
+            job = jobs[key] if key in jobs else jobs.setdefault(key, _job_parts(row))
+            results[index] = _payload(row, job, attempts[task_id], number, token, self.settings.heartbeat_interval_s)
             self.metrics.attempts.inc()
             if number > 1:
                 self.metrics.retries.inc()
@@ -352,7 +356,34 @@ def check_outputs(events: list[EmittedEvent], output_count: int, field: str) -> 
             )
 
 
-def _payload(row: Row, attempt: Row, attempt_number: int, token: str, heartbeat_s: float) -> TaskPayload:
+@dataclass(frozen=True)
+class _JobParts:
+    """The part of a payload every task of a job and version shares: built once per fetch batch."""
+
+    spec: JobSpec
+    outputs: list[OutputTarget]
+
+
+_OUTPUTS = TypeAdapter(list[OutputTarget])
+
+
+def _job_parts(row: Row) -> _JobParts:
+    spec = JobSpec(
+        name=row["job_name"],
+        activation=row["activation"],
+        operator=row["operator"],
+        runtime=row["runtime"],
+        config=json.loads(row["config"]),
+        execution_strategy=row["execution_strategy"],
+        update_strategy=row["update_strategy"],
+        timeout_s=row["timeout_s"],
+    )
+    return _JobParts(spec, _OUTPUTS.validate_json(row["outputs"]))
+
+
+def _payload(
+    row: Row, job: _JobParts, attempt: Row, attempt_number: int, token: str, heartbeat_s: float
+) -> TaskPayload:
     event = None
     if row["event_id"] is not None:
         event = Event(
@@ -382,18 +413,9 @@ def _payload(row: Row, attempt: Row, attempt_number: int, token: str, heartbeat_
         org_id=row["org_id"],
         dag_name=row["dag_name"],
         dag_version=row["dag_version"],
-        job=JobSpec(
-            name=row["job_name"],
-            activation=row["activation"],
-            operator=row["operator"],
-            runtime=row["runtime"],
-            config=row["config"],
-            execution_strategy=row["execution_strategy"],
-            update_strategy=row["update_strategy"],
-            timeout_s=row["timeout_s"],
-        ),
+        job=job.spec,
         input_event=event,
-        outputs=[OutputTarget.model_validate(output) for output in row["outputs"]],
+        outputs=job.outputs,
         query=BatchQuery.model_validate(row["query"]) if row["query"] is not None else None,
         slot=slot,
     )
