@@ -5,13 +5,16 @@
 -- its lineage rows, its transport-queue entry) are written only by statements that create the task or hold its
 -- row locked (the router's insert, the scheduler's dispatch, task-fetch and task-complete after their gate), so
 -- their references to the task and to its attempts hold by construction, and the lock keeps a concurrent
--- delete of the task in order. Their foreign keys go; deleting a task still deletes them, by the trigger below.
--- The references across owners stay checked: tasks to jobs and versions, events and lineage to dataset versions
--- and to the events consumed.
+-- delete of the task in order. So does a lineage row's copy of its task's input event (id, dataset, version),
+-- written by the statement that makes the task from that event, locked. Their foreign keys go; deleting a task
+-- still deletes them, by the trigger below. The references across owners stay checked: tasks to jobs, versions
+-- and their input events, events to the dataset versions they belong to.
 ALTER TABLE task_attempts DROP CONSTRAINT task_attempts_task_id_fkey;
 ALTER TABLE events DROP CONSTRAINT events_producer_task_id_fkey;
 ALTER TABLE events DROP CONSTRAINT events_producer_attempt_fk;
 ALTER TABLE task_inputs DROP CONSTRAINT task_inputs_task_id_fkey;
+ALTER TABLE task_inputs DROP CONSTRAINT task_inputs_event_id_fkey;
+ALTER TABLE task_inputs DROP CONSTRAINT task_inputs_dataset_uuid_dataset_version_fkey;
 ALTER TABLE transport_queue DROP CONSTRAINT transport_queue_task_id_fkey;
 
 -- What the dropped ON DELETE CASCADE did: a deleted task (with its job or org) takes its own rows along.
