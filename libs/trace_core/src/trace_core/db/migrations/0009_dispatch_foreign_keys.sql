@@ -1,9 +1,9 @@
 -- 0009: fewer checks on the dispatch hot path (docs/dispatcher.md, "Benchmark").
 --
 -- A foreign-key check is a trigger and a lookup per inserted row: 10,000 inserts took ~54 ms with one and ~14 ms
--- without on a quiet machine here (~250 and ~20 ms loaded), and a task took fourteen. The rows a task owns (its attempts, the events it emitted,
--- its lineage rows, its transport-queue entry) are written only by statements that create the task or hold its
--- row locked (the router's insert, the scheduler's dispatch, task-fetch and task-complete after their gate), so
+-- without on a quiet machine here (~250 and ~20 ms loaded), and a task took fourteen. The rows a task owns (its
+-- attempts, the events it emitted, its lineage rows, its transport-queue entry) are written only by statements
+-- that create the task or hold its row locked (the router's insert, the scheduler's dispatch, task-fetch and task-complete after their gate), so
 -- their references to the task and to its attempts hold by construction, and the lock keeps a concurrent
 -- delete of the task in order. So does a lineage row's copy of its task's input event (id, dataset, version),
 -- written by the statement that makes the task from that event, locked. Their foreign keys go; deleting a task
