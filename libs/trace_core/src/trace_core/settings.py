@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     )
     scheduler_batch: int = Field(500, ge=1, description="Tasks the scheduler dispatches per pass, at most.")
     router_batch: int = Field(1000, ge=1, description="Events the router turns into tasks per pass, at most.")
+    operator_batch: int = Field(
+        1000,
+        ge=1,
+        description="Queued tasks per job of the operators the dispatcher runs itself (range_aggregator, "
+        "range_splitter) that one pass applies in one transaction, at most.",
+    )
     dispatcher_loops: bool = Field(True, description="Campaign for the leader lock and run the loops.")
     loop_coalesce_s: float = Field(
         0.005, ge=0, description="Pause after a busy router or scheduler pass, so the next one takes more at once."
