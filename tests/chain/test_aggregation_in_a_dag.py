@@ -5,7 +5,6 @@ waiting for its retry keeps its place, and passes that race apply every task onc
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,18 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from dispatcher.loops.context import LoopContext
-from dispatcher.loops.operators import run_operator_tasks
-from dispatcher.loops.router import route_pending_events
-from dispatcher.loops.scheduler import dispatch_ready
-from dispatcher.metrics import Metrics
-from dispatcher.notifications import Notifications
-from dispatcher.transports.base import Transport
-from dispatcher.transports.embedded import EmbeddedTransport
 from tests.dispatcher.test_worker_contract import call, fetch, take_dispatched
+from tests.support.loops import Loops
 from tests.support.stack import Stack, running_stack
-from trace_core.db.pool import create_pool
-from trace_core.settings import Settings
 
 AGGREGATE = """
 dag: {dag}
@@ -118,50 +108,11 @@ def stepped(database_url: str, tmp_path: Path) -> Iterator[Stack]:
         yield running
 
 
-class Loops:
-    """The leader's loops, one pass at a time, in an event loop of their own (batches of 3 tasks per job)."""
-
-    def __init__(self, database_url: str, runner: asyncio.Runner) -> None:
-        self.runner = runner
-        settings = Settings(database_url=database_url, migrate_on_start=False, operator_batch=3)
-        pool = create_pool(settings, database_url, name="test-loops")
-        runner.run(pool.open(wait=True))
-        transports: dict[str, Transport] = {"ecs_python": EmbeddedTransport()}
-        self.ctx = LoopContext(pool, settings, Notifications(database_url), Metrics(), transports)
-
-    def dispatch(self) -> int:
-        return self.runner.run(dispatch_ready(self.ctx))
-
-    def route(self) -> int:
-        return self.runner.run(route_pending_events(self.ctx))
-
-    def operators(self) -> int:
-        return self.runner.run(run_operator_tasks(self.ctx))
-
-    def race(self, passes: int) -> int:
-        """`passes` loops at once, each running passes until it finds nothing; the tasks they finished."""
-
-        async def drain() -> int:
-            done = 0
-            while finished := await run_operator_tasks(self.ctx):
-                done += finished
-            return done
-
-        async def together() -> list[int]:
-            return await asyncio.gather(*(drain() for _ in range(passes)))
-
-        return sum(self.runner.run(together()))
-
-
 @pytest.fixture
 def loops(stepped: Stack) -> Iterator[Loops]:
     """The loops, run by the test on `stepped`'s database."""
-    with asyncio.Runner() as runner:
-        running = Loops(stepped.database_url, runner)
-        try:
-            yield running
-        finally:
-            runner.run(running.ctx.pool.close())
+    with Loops.running(stepped.database_url, operator_batch=3) as running:
+        yield running
 
 
 def block(n: int, branch: str = "a") -> dict[str, Any]:
