@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.dispatcher.test_worker_contract import call, fetch, take_dispatched
+from tests.lifecycle.conftest import job_tasks, version_jobs, wait_active
 from tests.support.loops import Loops
 from tests.support.stack import Stack, running_stack
 
@@ -83,6 +84,29 @@ def test_the_same_blocks_give_the_same_manifests_and_the_splitter_gives_the_bloc
             (1, "Succeeded", "dispatcher")
         ]
         assert detail["events_emitted"] == 4
+
+
+def test_a_redeploy_rebuilds_the_aggregator_from_its_input_and_cuts_over(stack: Stack) -> None:
+    """A changed range_size is a new job row with fresh state: the rebuild's tasks (made from the blocks already
+    emitted) and its splitter's run in the dispatcher beside the serving version, then one cutover."""
+    stack.deploy(AGGREGATE.format(dag="first"))
+    stack.start_worker(concurrency=2)
+    stack.wait_jobs_done({"blocks": 1, "ranges": 22, "units": 5})
+    v1 = version_jobs(stack, 1, dag="first")
+    second = stack.deploy(AGGREGATE.format(dag="first").replace("range_size: 4", "range_size: 5"))
+    assert second["status"] == "rebuilding" and second["rebuild_jobs"] == ["ranges", "units"]
+    wait_active(stack, 2, dag="first")
+    v2 = version_jobs(stack, 2, dag="first")
+    assert v2["blocks"]["job_id"] == v1["blocks"]["job_id"] and v2["ranges"]["job_id"] != v1["ranges"]["job_id"]
+    assert job_tasks(stack, v2["ranges"]["job_id"]) == ["Completed"] * 22
+    rebuilt = stack.sql(
+        """SELECT e.partition_key FROM events e JOIN tasks t ON t.task_id = e.producer_task_id
+           WHERE t.job_id = %(j)s ORDER BY e.event_id""",
+        {"j": v2["ranges"]["job_id"]},
+    )
+    assert [r["partition_key"] for r in rebuilt] == ["2_6", "7_11", "12_16", "17_21"]
+    assert job_tasks(stack, v2["units"]["job_id"]) == ["Completed"] * 4
+    assert job_tasks(stack, v1["ranges"]["job_id"]) == ["Completed"] * 22  # the old row did not run again
 
 
 # The test is the source's worker: it emits the blocks itself, and runs the dispatcher's loops one pass at a time.
