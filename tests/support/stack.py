@@ -182,9 +182,19 @@ class Stack:
             )
             raise AssertionError(f"{timed_out}; tasks seen: {seen}") from None
 
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.kill(signal.SIGTERM)
+    def stop(self, grace_s: float = 1.0) -> None:
+        """SIGTERM every process at once; whatever still runs after `grace_s` (a worker draining a long-running
+        source, say) is SIGKILLed: the test is over, and its drain is tested on its own."""
+        running = [process.popen for process in self.processes if process.popen.poll() is None]
+        for popen in running:
+            popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for popen in running:
+            try:
+                popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(timeout=30)
 
 
 def _ready(url: str, process: Process, probe: str = "/readyz") -> bool:
