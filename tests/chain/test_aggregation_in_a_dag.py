@@ -240,3 +240,26 @@ def test_racing_passes_apply_every_task_once_in_event_order(stepped: Stack, loop
     attempts = stepped.sql("SELECT task_id, count(*) AS n FROM task_attempts WHERE worker_id = 'dispatcher' GROUP BY 1")
     assert len(attempts) == 40 and {a["n"] for a in attempts} == {1}
     assert {t["status"] for t in ranges_tasks(stepped)} == {"Completed"}
+
+
+SPLIT = SOURCE.replace("dag: stepped", "dag: split").replace("range_size: 4", "range_size: 3") + (
+    "  units:\n    operator: range_splitter\n    inputs: [{from: {job: ranges}}]\n"
+)
+
+
+def test_a_pass_stops_taking_a_jobs_tasks_once_they_emitted_its_events_budget(stepped: Stack) -> None:
+    """A splitter's range may be 100,000 units: a pass holds at most TRACE_OPERATOR_PASS_EVENTS events (here 5)."""
+    stepped.deploy(SPLIT)
+    with Loops.running(stepped.database_url, operator_pass_events=5) as loops:
+        loops.dispatch()
+        with stepped.internal() as internal:
+            source = fetch(internal, take_dispatched(stepped, internal))
+            emit(loops, internal, source, *(block(n) for n in range(9)))
+        assert loops.operators() == 9  # the aggregator's 3 manifests stay under the budget
+        loops.route()
+        assert [loops.operators() for _ in range(3)] == [2, 1, 0]  # 3 units, then 6 >= 5: the third waits
+    units = stepped.sql(
+        """SELECT e.range_start FROM events e JOIN tasks t ON t.task_id = e.producer_task_id
+           JOIN jobs j USING (job_id) WHERE j.job_name = 'units' ORDER BY e.event_id"""
+    )
+    assert [u["range_start"] for u in units] == list(range(9))

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         description="Queued tasks per job of the operators the dispatcher runs itself (range_aggregator, "
         "range_splitter) that one pass applies in one transaction, at most.",
     )
+    operator_pass_events: int = Field(
+        100_000,
+        ge=1,
+        description="A pass of those operators stops taking a job's tasks once they emitted this many events (it "
+        "takes one at least): a splitter's range can be 100,000 units.",
+    )
     dispatcher_loops: bool = Field(True, description="Campaign for the leader lock and run the loops.")
     loop_coalesce_s: float = Field(
         0.005, ge=0, description="Pause after a busy router or scheduler pass, so the next one takes more at once."

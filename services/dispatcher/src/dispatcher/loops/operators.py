@@ -3,9 +3,10 @@
 A task of one is microseconds of arithmetic over its input event and the job's state; through a worker it cost a
 dispatch, a fetch, two operator-state calls and a completion (~50 ms), one task after another, so a backfill of
 per-block events crawled at ~15 blocks/s. A pass here takes each such job's oldest queued tasks
-(`TRACE_OPERATOR_BATCH`) and, in one transaction, applies them in event order, stores each job's operator state,
-inserts the events they emit (deduplicated on (producer task, dataset, scope) as always), and records one attempt
-per task (worker `dispatcher`) with the task's outcome. A crash before the commit leaves all of it undone.
+(`TRACE_OPERATOR_BATCH`; fewer once they emitted `TRACE_OPERATOR_PASS_EVENTS`) and, in one transaction, applies
+them in event order, stores each job's operator state, inserts the events they emit (deduplicated on (producer
+task, dataset, scope) as always), and records one attempt per task (worker `dispatcher`) with the task's outcome.
+A crash before the commit leaves all of it undone.
 
 Order (SPEC §4): passes never overlap (an advisory lock, across replicas too), and a pass applies a job's tasks one
 after another in event order, each to the state the one before left. So no two tasks of a job ever run at once, which
@@ -44,7 +45,7 @@ async def run_operator_tasks(ctx: LoopContext) -> int:
         await repo.lock_operator_runs(conn)
         rows = await repo.ready_operator_tasks(conn, ctx.settings.operator_batch)
         for job_rows in _by_job(rows):
-            await _run_job(conn, job_rows, outcomes, emitted)
+            await _run_job(conn, job_rows, ctx.settings.operator_pass_events, outcomes, emitted)
         if not outcomes:
             return 0
         attempts = await repo.record_operator_attempts(conn, outcomes)
@@ -70,25 +71,39 @@ def _by_job(rows: list[Row]) -> Iterator[list[Row]]:
 async def _run_job(
     conn: Connection,
     rows: list[Row],
+    events_per_pass: int,
     outcomes: list[tuple[UUID, str | None]],
     emitted: list[tuple[UUID, EmittedEvent]],
 ) -> None:
-    """Apply one job's tasks and store its state; their outcomes and events go to `outcomes` and `emitted`."""
+    """Apply one job's tasks and store its state; their outcomes and events go to `outcomes` and `emitted`. The
+    job's tasks stop once they emitted `events_per_pass` events (a splitter's range may be 100,000 units): one
+    transaction holds no more, and the rest wait for the next pass."""
     job = rows[0]
     stored = await state_repo.lock_state(conn, job["org_id"], job["job_id"])
     before = None if stored is None else stored["state"]
-    state, results = OPERATORS[job["operator"]](job["config"], before, [_input(row) for row in rows])
+    try:
+        operator_pass = OPERATORS[job["operator"]](job["config"], before)
+    except TaskError as error:  # its config does not parse: no task of the job can run
+        outcomes += [(row["task_id"], str(error)) for row in rows]
+        return
+    events = 0
+    for row in rows:
+        try:
+            produced = operator_pass.apply(_input(row))
+        except TaskError as error:
+            outcomes.append((row["task_id"], str(error)))
+            continue
+        outcomes.append((row["task_id"], None))
+        emitted += [(row["task_id"], event) for event in produced]
+        events += len(produced)
+        if events >= events_per_pass:
+            break
+    state = operator_pass.state()
     if state is not None and state != before:
         revision = 0 if stored is None else stored["revision"]
-        saved = await state_repo.swap_state(conn, job["org_id"], job["job_id"], revision, state, rows[-1]["task_id"])
-        if saved is None:
+        last = outcomes[-1][0]
+        if await state_repo.swap_state(conn, job["org_id"], job["job_id"], revision, state, last) is None:
             raise RuntimeError(f"the operator state of job {job['job_id']} changed while it was locked")
-    for row, result in zip(rows, results, strict=True):
-        if isinstance(result, TaskError):
-            outcomes.append((row["task_id"], str(result)))
-        else:
-            outcomes.append((row["task_id"], None))
-            emitted += [(row["task_id"], event) for event in result]
 
 
 def _input(row: Row) -> InputEvent | None:

@@ -1,6 +1,7 @@
 """Operators the dispatcher runs itself (`trace_core.dag.operators.DISPATCHER_OPERATORS`), by name."""
 
-from dispatcher.operators import range_aggregator, range_splitter
-from dispatcher.operators.base import Run
+from dispatcher.operators.base import Start
+from dispatcher.operators.range_aggregator import Aggregation
+from dispatcher.operators.range_splitter import Splitting
 
-OPERATORS: dict[str, Run] = {"range_aggregator": range_aggregator.run, "range_splitter": range_splitter.run}
+OPERATORS: dict[str, Start] = {"range_aggregator": Aggregation, "range_splitter": Splitting}

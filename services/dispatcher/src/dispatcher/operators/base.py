@@ -1,17 +1,18 @@
 """What an operator the dispatcher runs itself sees and returns (SPEC §10, docs/chain.md).
 
-Such an operator is a pure function over one job's queued tasks, in event order: `run(config, state, inputs)`
-gets the job's config, its stored operator state (None before the first save, and for stateless operators) and
-each task's input event, and returns the state to store and one outcome per task: the events it emits, or why it
-failed. The dispatcher loop (`loops/operators.py`) does the I/O: it locks the tasks and the state, stores the
-state with the events in one transaction, and records each task's attempt.
+Such an operator is pure arithmetic over one job's queued tasks, in event order. `start(config, state)` begins a
+pass over the job with its config and stored operator state (None before the first save, and for stateless
+operators); the pass's `apply(event)` runs one task on its input event and returns the events it emits, or raises
+`TaskError`; `state()` is what to store once the pass took the tasks it takes. The dispatcher loop
+(`loops/operators.py`) does the I/O: it locks the tasks and the state, stores the state with the events in one
+transaction, and records each task's attempt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from trace_core.contracts.events import EmittedEvent, EventKind
 
@@ -29,6 +30,16 @@ class TaskError(Exception):
     fails without a retry."""
 
 
-Outcome: TypeAlias = list[EmittedEvent] | TaskError
 State: TypeAlias = dict[str, Any] | None
-Run: TypeAlias = Callable[[dict[str, Any], State, Sequence[InputEvent | None]], tuple[State, list[Outcome]]]
+
+
+class OperatorPass(Protocol):
+    def apply(self, event: InputEvent | None) -> list[EmittedEvent]:
+        """Run one task (the next in event order); `TaskError` fails it and leaves the state as it was."""
+
+    def state(self) -> State:
+        """The state the tasks applied so far leave."""
+
+
+# `start(config, stored state)`; raises `TaskError` when the config does not parse (every task of the pass fails)
+Start: TypeAlias = Callable[[dict[str, Any], State], OperatorPass]

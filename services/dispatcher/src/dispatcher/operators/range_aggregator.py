@@ -16,11 +16,10 @@ transaction: a task run again finds its block already counted and emits nothing 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dispatcher.operators.base import InputEvent, Outcome, State, TaskError
+from dispatcher.operators.base import InputEvent, State, TaskError
 from trace_core.contracts.events import EmittedEvent, EventKind, EventScope
 from trace_core.dag.operators import RangeAggregatorConfig, parse_config
 
@@ -92,20 +91,20 @@ def step(
     return emitted
 
 
-def run(config: dict[str, Any], stored: State, inputs: Sequence[InputEvent | None]) -> tuple[State, list[Outcome]]:
-    """The job's tasks in event order, each applied to the state the previous one left."""
-    try:
-        parsed = parse_config(RangeAggregatorConfig, "range_aggregator", config)
-    except ValueError as error:
-        return stored, [TaskError(f"range_aggregator: {error}")] * len(inputs)
-    state = AggregatorState.from_json(stored)
-    outcomes: list[Outcome] = []
-    for event in inputs:
-        if event is None or event.range is None:
-            outcomes.append(TaskError("range_aggregator: its input events must carry a block range"))
-            continue
+class Aggregation:
+    """A pass over the job's tasks: each applied to the state the one before left."""
+
+    def __init__(self, config: dict[str, Any], stored: State) -> None:
         try:
-            outcomes.append(step(parsed, state, event.kind, *event.range))
-        except TaskError as failure:
-            outcomes.append(failure)
-    return state.to_json(), outcomes
+            self.config = parse_config(RangeAggregatorConfig, "range_aggregator", config)
+        except ValueError as error:
+            raise TaskError(f"range_aggregator: {error}") from None
+        self._state = AggregatorState.from_json(stored)
+
+    def apply(self, event: InputEvent | None) -> list[EmittedEvent]:
+        if event is None or event.range is None:
+            raise TaskError("range_aggregator: its input events must carry a block range")
+        return step(self.config, self._state, event.kind, *event.range)
+
+    def state(self) -> State:
+        return self._state.to_json()

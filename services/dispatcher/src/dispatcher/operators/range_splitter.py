@@ -8,37 +8,37 @@ invalidation are new events, and those of a task run again are deduplicated. `co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from dispatcher.operators.base import InputEvent, Outcome, State, TaskError
-from trace_core.contracts.events import EmittedEvent, EventKind, EventScope
+from dispatcher.operators.base import InputEvent, State, TaskError
+from trace_core.contracts.events import EmittedEvent, EventScope
 from trace_core.dag.operators import RangeSplitterConfig, parse_config
 
 
-def run(config: dict[str, Any], stored: State, inputs: Sequence[InputEvent | None]) -> tuple[State, list[Outcome]]:
-    """Each task on its own: the splitter keeps no state."""
-    try:
-        parsed = parse_config(RangeSplitterConfig, "range_splitter", config)
-    except ValueError as error:
-        return stored, [TaskError(f"range_splitter: {error}")] * len(inputs)
-    return stored, [_split(parsed, event) for event in inputs]
+class Splitting:
+    """A pass over the job's tasks, each on its own: the splitter keeps no state."""
 
+    def __init__(self, config: dict[str, Any], stored: State) -> None:
+        try:
+            self.config = parse_config(RangeSplitterConfig, "range_splitter", config)
+        except ValueError as error:
+            raise TaskError(f"range_splitter: {error}") from None
+        self._stored = stored
 
-def _split(config: RangeSplitterConfig, event: InputEvent | None) -> Outcome:
-    if event is None or event.range is None:
-        return TaskError("range_splitter: its input events must carry a range")
-    start, end = event.range
-    units = end - start + 1
-    if units > config.max_units:
-        return TaskError(
-            f"range_splitter: range {start}..{end} has {units} units, more than config.max_units ({config.max_units})"
-        )
-    return _units(event.kind, start, end)
+    def apply(self, event: InputEvent | None) -> list[EmittedEvent]:
+        if event is None or event.range is None:
+            raise TaskError("range_splitter: its input events must carry a range")
+        start, end = event.range
+        units = end - start + 1
+        if units > self.config.max_units:
+            raise TaskError(
+                f"range_splitter: range {start}..{end} has {units} units, more than config.max_units "
+                f"({self.config.max_units})"
+            )
+        return [
+            EmittedEvent(kind=event.kind, scope=EventScope(range={"start": unit, "end": unit}), payload={"unit": unit})
+            for unit in range(start, end + 1)
+        ]
 
-
-def _units(kind: EventKind, start: int, end: int) -> list[EmittedEvent]:
-    return [
-        EmittedEvent(kind=kind, scope=EventScope(range={"start": unit, "end": unit}), payload={"unit": unit})
-        for unit in range(start, end + 1)
-    ]
+    def state(self) -> State:
+        return self._stored
