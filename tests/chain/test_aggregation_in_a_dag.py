@@ -167,14 +167,21 @@ def emit(loops: Loops, internal: httpx.Client, source: dict[str, Any], *events: 
     loops.route()
 
 
+def deploy_and_emit(stack: Stack, loops: Loops, dag: str, blocks: int) -> dict[str, Any]:
+    """Deploy `dag` and, as its source's worker, emit blocks 0..blocks-1 (routed into tasks); the source's attempt."""
+    stack.deploy(dag)
+    loops.dispatch()
+    with stack.internal() as internal:
+        source = fetch(internal, take_dispatched(stack, internal))
+        emit(loops, internal, source, *(block(n) for n in range(blocks)))
+    return source
+
+
 def test_a_pass_applies_blocks_in_order_fails_a_gap_and_turns_a_reorg_into_an_invalidation(
     stepped: Stack, loops: Loops
 ) -> None:
-    stepped.deploy(SOURCE)
-    loops.dispatch()
+    source = deploy_and_emit(stepped, loops, SOURCE, 5)
     with stepped.internal() as internal:
-        source = fetch(internal, take_dispatched(stepped, internal))
-        emit(loops, internal, source, *(block(n) for n in range(5)))
         assert loops.operators() == 3  # three per pass (operator_batch)
         assert manifests(stepped) == []
         assert loops.operators() == 2
@@ -211,11 +218,7 @@ def test_a_pass_applies_blocks_in_order_fails_a_gap_and_turns_a_reorg_into_an_in
 
 
 def test_a_task_waiting_for_its_retry_keeps_its_place(stepped: Stack, loops: Loops) -> None:
-    stepped.deploy(SOURCE)
-    loops.dispatch()
-    with stepped.internal() as internal:
-        source = fetch(internal, take_dispatched(stepped, internal))
-        emit(loops, internal, source, *(block(n) for n in range(4)))
+    deploy_and_emit(stepped, loops, SOURCE, 4)
     first = ranges_tasks(stepped)[0]["task_id"]
     stepped.sql(
         "UPDATE tasks SET not_before = now() + interval '1 hour' WHERE task_id = %(t)s RETURNING task_id", {"t": first}
@@ -228,13 +231,19 @@ def test_a_task_waiting_for_its_retry_keeps_its_place(stepped: Stack, loops: Loo
     assert manifests(stepped) == [("data", "0_3")]
 
 
-def test_racing_passes_apply_every_task_once_in_event_order(stepped: Stack, loops: Loops) -> None:
-    stepped.deploy(SOURCE)
-    loops.dispatch()
-    with stepped.internal() as internal:
-        source = fetch(internal, take_dispatched(stepped, internal))
-        emit(loops, internal, source, *(block(n) for n in range(40)))
+def test_a_config_that_no_longer_parses_fails_the_tasks_of_the_pass(stepped: Stack, loops: Loops) -> None:
+    """The deploy refuses a bad config; one changed in the database since fails each task with the problem."""
+    deploy_and_emit(stepped, loops, SOURCE, 2)
+    stepped.sql("""UPDATE jobs SET config = '{"range_size": 0}' WHERE job_name = 'ranges' RETURNING job_id""")
+    assert loops.operators() == 2
+    failed = ranges_tasks(stepped)
+    assert [t["status"] for t in failed] == ["Failed", "Failed"]
+    assert all(t["last_error"].startswith("range_aggregator: config.range_size: ") for t in failed)
+    assert stepped.sql("SELECT state FROM operator_state") == []
 
+
+def test_racing_passes_apply_every_task_once_in_event_order(stepped: Stack, loops: Loops) -> None:
+    deploy_and_emit(stepped, loops, SOURCE, 40)
     assert loops.race(4) == 40
     assert manifests(stepped) == [("data", f"{s}_{s + 3}") for s in range(0, 40, 4)]
     attempts = stepped.sql("SELECT task_id, count(*) AS n FROM task_attempts WHERE worker_id = 'dispatcher' GROUP BY 1")
@@ -249,12 +258,8 @@ SPLIT = SOURCE.replace("dag: stepped", "dag: split").replace("range_size: 4", "r
 
 def test_a_pass_stops_taking_a_jobs_tasks_once_they_emitted_its_events_budget(stepped: Stack) -> None:
     """A splitter's range may be 100,000 units: a pass holds at most TRACE_OPERATOR_PASS_EVENTS events (here 5)."""
-    stepped.deploy(SPLIT)
     with Loops.running(stepped.database_url, operator_pass_events=5) as loops:
-        loops.dispatch()
-        with stepped.internal() as internal:
-            source = fetch(internal, take_dispatched(stepped, internal))
-            emit(loops, internal, source, *(block(n) for n in range(9)))
+        deploy_and_emit(stepped, loops, SPLIT, 9)
         assert loops.operators() == 9  # the aggregator's 3 manifests stay under the budget
         loops.route()
         assert [loops.operators() for _ in range(3)] == [2, 1, 0]  # 3 units, then 6 >= 5: the third waits

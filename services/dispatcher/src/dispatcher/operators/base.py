@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from trace_core.contracts.events import EmittedEvent, EventKind
+from trace_core.dag.operators import Config, parse_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,15 @@ class TaskError(Exception):
 
 
 State: TypeAlias = dict[str, Any] | None
+
+
+def job_config(model: type[Config], operator: str, config: dict[str, Any]) -> Config:
+    """The job's config as the operator's model (the DAG validation checked it with the same one); `TaskError`
+    naming each problem otherwise."""
+    try:
+        return parse_config(model, operator, config)
+    except ValueError as error:
+        raise TaskError(f"{operator}: {error}") from None
 
 
 class OperatorPass(Protocol):

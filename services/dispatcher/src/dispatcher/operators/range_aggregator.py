@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dispatcher.operators.base import InputEvent, State, TaskError
+from dispatcher.operators.base import InputEvent, State, TaskError, job_config
 from trace_core.contracts.events import EmittedEvent, EventKind, EventScope
-from trace_core.dag.operators import RangeAggregatorConfig, parse_config
+from trace_core.dag.operators import RangeAggregatorConfig
 
 
 def range_of(config: RangeAggregatorConfig, block: int) -> tuple[int, int]:
@@ -95,10 +95,7 @@ class Aggregation:
     """A pass over the job's tasks: each applied to the state the one before left."""
 
     def __init__(self, config: dict[str, Any], stored: State) -> None:
-        try:
-            self.config = parse_config(RangeAggregatorConfig, "range_aggregator", config)
-        except ValueError as error:
-            raise TaskError(f"range_aggregator: {error}") from None
+        self.config = job_config(RangeAggregatorConfig, "range_aggregator", config)
         self._state = AggregatorState.from_json(stored)
 
     def apply(self, event: InputEvent | None) -> list[EmittedEvent]:

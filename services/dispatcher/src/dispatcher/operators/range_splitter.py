@@ -10,19 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatcher.operators.base import InputEvent, State, TaskError
+from dispatcher.operators.base import InputEvent, State, TaskError, job_config
 from trace_core.contracts.events import EmittedEvent, EventScope
-from trace_core.dag.operators import RangeSplitterConfig, parse_config
+from trace_core.dag.operators import RangeSplitterConfig
 
 
 class Splitting:
     """A pass over the job's tasks, each on its own: the splitter keeps no state."""
 
     def __init__(self, config: dict[str, Any], stored: State) -> None:
-        try:
-            self.config = parse_config(RangeSplitterConfig, "range_splitter", config)
-        except ValueError as error:
-            raise TaskError(f"range_splitter: {error}") from None
+        self.config = job_config(RangeSplitterConfig, "range_splitter", config)
         self._stored = stored
 
     def apply(self, event: InputEvent | None) -> list[EmittedEvent]:
