@@ -165,21 +165,22 @@ async def _scalar(dsn: str, query: str) -> Any:
 
 async def _wait_pipeline(dsn: str, expected_tasks: int, timeout_s: float) -> bool:
     """Wait for every extraction task; False when `timeout_s` ran out first (the run is then measured as far as
-    it got: a backfill too slow to finish still gets a rate)."""
+    it got: a backfill too slow to finish still gets a rate). One connection polls: a new one every poll cost the
+    machine the pipeline runs on a backend start each time."""
     deadline = time.monotonic() + timeout_s
     done_query = """SELECT count(*) FILTER (WHERE t.status = 'Completed'), count(*) FILTER (WHERE t.status = 'Failed')
-                    FROM tasks t JOIN jobs j USING (job_id) WHERE j.operator = 'cryo_ingest'"""
-    while time.monotonic() < deadline:
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                    FROM jobs j JOIN tasks t USING (job_id) WHERE j.operator = 'cryo_ingest'"""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
             cursor = await conn.execute(done_query.encode())
             row = await cursor.fetchone()
-        completed, failed = (int(row[0]), int(row[1])) if row else (0, 0)
-        if failed:
-            error = await _scalar(dsn, "SELECT last_error FROM tasks WHERE status = 'Failed' LIMIT 1")
-            raise RuntimeError(f"{failed} extraction task(s) failed: {error}")
-        if completed >= expected_tasks:
-            return True
-        await asyncio.sleep(0.25)
+            completed, failed = (int(row[0]), int(row[1])) if row else (0, 0)
+            if failed:
+                error = await _scalar(dsn, "SELECT last_error FROM tasks WHERE status = 'Failed' LIMIT 1")
+                raise RuntimeError(f"{failed} extraction task(s) failed: {error}")
+            if completed >= expected_tasks:
+                return True
+            await asyncio.sleep(0.25)
     return False
 
 

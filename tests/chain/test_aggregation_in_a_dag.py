@@ -1,16 +1,21 @@
-"""range_aggregator and range_splitter in running DAGs: the same blocks give the same manifests in two DAGs,
-the splitter gives the blocks back, and an aggregator that loses its compare-and-swap to another writer reads
-the state again and emits nothing twice."""
+"""range_aggregator and range_splitter in running DAGs, run inside the dispatcher: the same blocks give the same
+manifests in two DAGs, the splitter gives the blocks back, each task keeps one attempt of worker `dispatcher` in the
+tasks API; a gap fails its task without a retry, a reorg re-emits an emitted range as an invalidation, a task
+waiting for its retry keeps its place, and passes that race apply every task once, in event order."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
 from tests.dispatcher.test_worker_contract import call, fetch, take_dispatched
-from tests.support.stack import Stack, wait_for
-from trace_core.contracts.events import EmittedEvent, EventKind
-from trace_core.contracts.tasks import OperatorTask
-from worker.operators import OperatorContext, StateConflictError, StoredState, range_aggregator
+from tests.lifecycle.conftest import job_tasks, version_jobs, wait_active
+from tests.support.loops import Loops
+from tests.support.stack import Stack, running_stack
 
 AGGREGATE = """
 dag: {dag}
@@ -58,11 +63,55 @@ def test_the_same_blocks_give_the_same_manifests_and_the_splitter_gives_the_bloc
         "SELECT s.state, s.revision FROM operator_state s JOIN jobs j USING (job_id) WHERE j.job_name = 'ranges'"
     )
     assert [s["state"] for s in states] == [{"next_block": 22, "first_range": 2, "dirty": []}] * 2
-    assert all(s["revision"] == 20 for s in states)  # one save per block counted (2..21), none lost
+    # one save per pass that moved the state (a pass takes every queued block), never more than one per block
+    assert all(1 <= s["revision"] <= 20 for s in states)
+
+    # the dispatcher ran them: one attempt each, by worker `dispatcher`, on the runtime no worker serves
+    ran = stack.sql(
+        """SELECT j.job_name, t.runtime, t.status, t.attempt_count, a.status AS attempt_status, a.worker_id
+           FROM tasks t JOIN jobs j USING (job_id) JOIN task_attempts a USING (task_id)
+           WHERE j.job_name IN ('ranges', 'units')"""
+    )
+    assert len(ran) == 44 + 10
+    assert {(r["runtime"], r["status"], r["attempt_count"], r["attempt_status"], r["worker_id"]) for r in ran} == {
+        ("dispatcher", "Completed", 1, "Succeeded", "dispatcher")
+    }
+    with stack.client() as api:
+        listed = api.get("/v1/tasks", params={"dag": "first", "job": "units"}).json()
+        assert len(listed["tasks"]) == 5 and {t["status"] for t in listed["tasks"]} == {"Completed"}
+        detail = api.get(f"/v1/tasks/{listed['tasks'][0]['task_id']}").json()
+        assert [(a["attempt_number"], a["status"], a["worker_id"]) for a in detail["attempts"]] == [
+            (1, "Succeeded", "dispatcher")
+        ]
+        assert detail["events_emitted"] == 4
 
 
+def test_a_redeploy_rebuilds_the_aggregator_from_its_input_and_cuts_over(stack: Stack) -> None:
+    """A changed range_size is a new job row with fresh state: the rebuild's tasks (made from the blocks already
+    emitted) and its splitter's run in the dispatcher beside the serving version, then one cutover."""
+    stack.deploy(AGGREGATE.format(dag="first"))
+    stack.start_worker(concurrency=2)
+    stack.wait_jobs_done({"blocks": 1, "ranges": 22, "units": 5})
+    v1 = version_jobs(stack, 1, dag="first")
+    second = stack.deploy(AGGREGATE.format(dag="first").replace("range_size: 4", "range_size: 5"))
+    assert second["status"] == "rebuilding" and second["rebuild_jobs"] == ["ranges", "units"]
+    wait_active(stack, 2, dag="first")
+    v2 = version_jobs(stack, 2, dag="first")
+    assert v2["blocks"]["job_id"] == v1["blocks"]["job_id"] and v2["ranges"]["job_id"] != v1["ranges"]["job_id"]
+    assert job_tasks(stack, v2["ranges"]["job_id"]) == ["Completed"] * 22
+    rebuilt = stack.sql(
+        """SELECT e.partition_key FROM events e JOIN tasks t ON t.task_id = e.producer_task_id
+           WHERE t.job_id = %(j)s ORDER BY e.event_id""",
+        {"j": v2["ranges"]["job_id"]},
+    )
+    assert [r["partition_key"] for r in rebuilt] == ["2_6", "7_11", "12_16", "17_21"]
+    assert job_tasks(stack, v2["units"]["job_id"]) == ["Completed"] * 4
+    assert job_tasks(stack, v1["ranges"]["job_id"]) == ["Completed"] * 22  # the old row did not run again
+
+
+# The test is the source's worker: it emits the blocks itself, and runs the dispatcher's loops one pass at a time.
 SOURCE = """
-dag: raced
+dag: stepped
 jobs:
   blocks:
     activation: source
@@ -74,62 +123,148 @@ jobs:
 """
 
 
-def test_an_aggregator_that_loses_the_swap_recomputes_and_emits_nothing_twice(stack: Stack) -> None:
-    """The aggregator runs in process here, its state calls made over the real internal API: between its read
-    and its save, another writer applies the same block (and emits its manifest)."""
-    stack.deploy(SOURCE)
+@pytest.fixture
+def stepped(database_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose dispatcher serves the API but runs no loops: the test runs them in process, one pass at a
+    time, on `loops`."""
+    with running_stack(database_url, tmp_path / "stack") as running:
+        running.start_dispatcher({"TRACE_DISPATCHER_LOOPS": "false"})
+        yield running
+
+
+@pytest.fixture
+def loops(stepped: Stack) -> Iterator[Loops]:
+    """The loops, run by the test on `stepped`'s database."""
+    with Loops.running(stepped.database_url, operator_batch=3) as running:
+        yield running
+
+
+def block(n: int, branch: str = "a") -> dict[str, Any]:
+    return {"scope": {"cursor": f"{branch}{n}", "range": {"start": n, "end": n}}}
+
+
+def reorg(start: int, end: int) -> dict[str, Any]:
+    return {"kind": "invalidation", "scope": {"cursor": "reorg", "range": {"start": start, "end": end}}}
+
+
+def manifests(stack: Stack) -> list[tuple[str, str]]:
+    rows = stack.sql("SELECT kind, partition_key FROM events WHERE partition_key IS NOT NULL ORDER BY event_id")
+    return [(row["kind"], row["partition_key"]) for row in rows]
+
+
+def ranges_tasks(stack: Stack) -> list[dict[str, Any]]:
+    return stack.sql(
+        """SELECT t.task_id, t.status, t.attempt_count, t.last_error, e.range_start FROM tasks t
+           JOIN jobs j USING (job_id) JOIN events e ON e.event_id = t.input_event_id
+           WHERE j.job_name = 'ranges' ORDER BY t.input_event_id"""
+    )
+
+
+def emit(loops: Loops, internal: httpx.Client, source: dict[str, Any], *events: dict[str, Any]) -> None:
+    """The source emits `events`; the router makes their tasks."""
+    answer = internal.post("/internal/events", json=call(source, events=list(events)))
+    assert answer.status_code == 200, answer.text
+    loops.route()
+
+
+def deploy_and_emit(stack: Stack, loops: Loops, dag: str, blocks: int) -> dict[str, Any]:
+    """Deploy `dag` and, as its source's worker, emit blocks 0..blocks-1 (routed into tasks); the source's attempt."""
+    stack.deploy(dag)
+    loops.dispatch()
     with stack.internal() as internal:
-        # the test is the source's worker: block 3 arrives after blocks 0..2 were counted
         source = fetch(internal, take_dispatched(stack, internal))
-        block = {"scope": {"cursor": "0:h3", "range": {"start": 3, "end": 3}}}
-        assert internal.post("/internal/events", json=call(source, events=[block])).status_code == 200
-        payload = fetch(internal, take_dispatched(stack, internal))
-        assert payload["job"]["operator"] == "range_aggregator"
-        counted = {"next_block": 3, "first_range": 0, "dirty": []}
-        seeded = internal.put("/internal/operator-state", json=call(payload, expected_revision=0, state=counted))
-        assert seeded.json()["revision"] == 1
+        emit(loops, internal, source, *(block(n) for n in range(blocks)))
+    return source
 
-        manifest = {"kind": "data", "scope": {"partition_key": "0_3", "range": {"start": 0, "end": 3}}}
-        reads: list[dict[str, Any]] = []
 
-        def load() -> StoredState:
-            answer = internal.post("/internal/operator-state/read", json=call(payload)).json()
-            reads.append(answer)
-            if len(reads) == 1:  # the other writer wins the race for block 3
-                applied = {**answer["state"], "next_block": 4}
-                other = call(payload, expected_revision=answer["revision"], state=applied, events=[manifest])
-                assert internal.put("/internal/operator-state", json=other).status_code == 200
-            return StoredState(answer["state"], answer["revision"])
+def test_a_pass_applies_blocks_in_order_fails_a_gap_and_turns_a_reorg_into_an_invalidation(
+    stepped: Stack, loops: Loops
+) -> None:
+    source = deploy_and_emit(stepped, loops, SOURCE, 5)
+    with stepped.internal() as internal:
+        assert loops.operators() == 3  # three per pass (operator_batch)
+        assert manifests(stepped) == []
+        assert loops.operators() == 2
+        assert manifests(stepped) == [("data", "0_3")]
+        assert loops.operators() == 0
 
-        def save(state: dict[str, Any], revision: int, events: list[EmittedEvent]) -> int:
-            body = call(
-                payload, expected_revision=revision, state=state, events=[e.model_dump(mode="json") for e in events]
-            )
-            answer = internal.put("/internal/operator-state", json=body)
-            if answer.status_code == 412:
-                raise StateConflictError(answer.json()["detail"])
-            assert answer.status_code == 200, answer.text
-            return int(answer.json()["revision"])
-
-        def no_data(*_: object) -> Any:
-            raise AssertionError("range_aggregator only emits through its state saves")
-
-        task = OperatorTask.model_validate({k: v for k, v in payload.items() if k in OperatorTask.model_fields})
-        ctx = OperatorContext(
-            task,
-            emit_callback=no_data,
-            write_callback=no_data,
-            input_callback=no_data,
-            query_inputs_callback=no_data,
-            query_result_callback=no_data,
-            load_state_callback=load,
-            save_state_callback=save,
+        # a gap: the task fails at once, not retried, and says which block comes next
+        emit(loops, internal, source, block(7))
+        assert loops.operators() == 1
+        gap = ranges_tasks(stepped)[-1]
+        assert (gap["status"], gap["attempt_count"]) == ("Failed", 1)
+        assert "blocks 7..7 arrived but block 5 comes next" in gap["last_error"]
+        [attempt] = stepped.sql(
+            "SELECT status, worker_id FROM task_attempts WHERE task_id = %(t)s", {"t": gap["task_id"]}
         )
-        assert range_aggregator.run(ctx) is None
+        assert attempt == {"status": "Failed", "worker_id": "dispatcher"}
 
-    assert [r["revision"] for r in reads] == [1, 2]  # lost at revision 1, read again
-    wait_for(lambda: stack.sql("SELECT count(*) AS n FROM events WHERE routed_at IS NULL")[0]["n"] == 0, 10)
-    manifests = stack.sql("SELECT kind, partition_key FROM events WHERE partition_key IS NOT NULL")
-    assert manifests == [{"kind": EventKind.DATA.value, "partition_key": "0_3"}]  # once, from the winner
-    [state] = stack.sql("SELECT state, revision FROM operator_state")
-    assert state == {"state": {"next_block": 4, "first_range": 0, "dirty": []}, "revision": 2}
+        # a reorg of blocks 2..4: range 0_3 was emitted from the old branch, so its next manifest invalidates it
+        emit(loops, internal, source, reorg(2, 4))
+        emit(loops, internal, source, *(block(n, "b") for n in range(2, 5)))
+        assert loops.operators() == 3
+        assert loops.operators() == 1
+        assert manifests(stepped) == [("data", "0_3"), ("invalidation", "0_3")]
+    [state] = stepped.sql("SELECT state FROM operator_state")
+    assert state["state"] == {"next_block": 5, "first_range": 0, "dirty": []}
+    # a call claiming a dispatcher attempt has no token to show
+    with stepped.internal() as internal:
+        [done] = stepped.sql("SELECT task_id, attempt_id FROM task_attempts WHERE worker_id = 'dispatcher' LIMIT 1")
+        refused = internal.post(
+            "/internal/heartbeat",
+            json={"task_id": str(done["task_id"]), "attempt_id": str(done["attempt_id"]), "attempt_token": "x" * 43},
+        )
+        assert refused.status_code == 403
+
+
+def test_a_task_waiting_for_its_retry_keeps_its_place(stepped: Stack, loops: Loops) -> None:
+    deploy_and_emit(stepped, loops, SOURCE, 4)
+    first = ranges_tasks(stepped)[0]["task_id"]
+    stepped.sql(
+        "UPDATE tasks SET not_before = now() + interval '1 hour' WHERE task_id = %(t)s RETURNING task_id", {"t": first}
+    )
+    assert loops.operators() == 0
+    assert {t["status"] for t in ranges_tasks(stepped)} == {"Queued"}
+    stepped.sql("UPDATE tasks SET not_before = now() WHERE task_id = %(t)s RETURNING task_id", {"t": first})
+    assert loops.operators() == 3
+    assert loops.operators() == 1
+    assert manifests(stepped) == [("data", "0_3")]
+
+
+def test_a_config_that_no_longer_parses_fails_the_tasks_of_the_pass(stepped: Stack, loops: Loops) -> None:
+    """The deploy refuses a bad config; one changed in the database since fails each task with the problem."""
+    deploy_and_emit(stepped, loops, SOURCE, 2)
+    stepped.sql("""UPDATE jobs SET config = '{"range_size": 0}' WHERE job_name = 'ranges' RETURNING job_id""")
+    assert loops.operators() == 2
+    failed = ranges_tasks(stepped)
+    assert [t["status"] for t in failed] == ["Failed", "Failed"]
+    assert all(t["last_error"].startswith("range_aggregator: config.range_size: ") for t in failed)
+    assert stepped.sql("SELECT state FROM operator_state") == []
+
+
+def test_racing_passes_apply_every_task_once_in_event_order(stepped: Stack, loops: Loops) -> None:
+    deploy_and_emit(stepped, loops, SOURCE, 40)
+    assert loops.race(4) == 40
+    assert manifests(stepped) == [("data", f"{s}_{s + 3}") for s in range(0, 40, 4)]
+    attempts = stepped.sql("SELECT task_id, count(*) AS n FROM task_attempts WHERE worker_id = 'dispatcher' GROUP BY 1")
+    assert len(attempts) == 40 and {a["n"] for a in attempts} == {1}
+    assert {t["status"] for t in ranges_tasks(stepped)} == {"Completed"}
+
+
+SPLIT = SOURCE.replace("dag: stepped", "dag: split").replace("range_size: 4", "range_size: 3") + (
+    "  units:\n    operator: range_splitter\n    inputs: [{from: {job: ranges}}]\n"
+)
+
+
+def test_a_pass_stops_taking_a_jobs_tasks_once_they_emitted_its_events_budget(stepped: Stack) -> None:
+    """A splitter's range may be 100,000 units: a pass holds at most TRACE_OPERATOR_PASS_EVENTS events (here 5)."""
+    with Loops.running(stepped.database_url, operator_pass_events=5) as loops:
+        deploy_and_emit(stepped, loops, SPLIT, 9)
+        assert loops.operators() == 9  # the aggregator's 3 manifests stay under the budget
+        loops.route()
+        assert [loops.operators() for _ in range(3)] == [2, 1, 0]  # 3 units, then 6 >= 5: the third waits
+    units = stepped.sql(
+        """SELECT e.range_start FROM events e JOIN tasks t ON t.task_id = e.producer_task_id
+           JOIN jobs j USING (job_id) WHERE j.job_name = 'units' ORDER BY e.event_id"""
+    )
+    assert [u["range_start"] for u in units] == list(range(9))

@@ -133,6 +133,43 @@ def test_what_the_chain_operators_need_of_their_jobs() -> None:
     assert ("jobs.ranges.outputs", "range_aggregator emits events only: remove outputs (it stores no rows)") in found
 
 
+def test_the_operators_the_dispatcher_runs_take_no_runtime_pool_or_activation() -> None:
+    """range_aggregator and range_splitter run inside the dispatcher: where they run is not the DAG's to say."""
+    text = dag().replace(
+        "operator: range_aggregator\n",
+        "operator: range_aggregator\n    runtime: ecs_python\n    worker_pool: rpc\n",
+    )
+    text = text.replace(
+        "  units:\n    operator: range_splitter\n    inputs: [{from: {job: ranges}}]\n",
+        "  units:\n    operator: range_splitter\n    activation: source\n    runtime: lambda_py\n",
+    )
+    found = problems(text)
+    assert (
+        "jobs.ranges.runtime",
+        12,
+        "range_aggregator runs inside the dispatcher, not on a worker runtime: remove runtime",
+    ) in found
+    assert (
+        "jobs.ranges.worker_pool",
+        13,
+        "range_aggregator runs inside the dispatcher and leases no slot: remove worker_pool",
+    ) in found
+    assert (
+        "jobs.units.activation",
+        18,
+        "range_splitter runs inside the dispatcher on its input events: it cannot be a source (remove activation)",
+    ) in found
+    assert (
+        "jobs.units.runtime",
+        19,
+        "range_splitter runs inside the dispatcher, not on a worker runtime: remove runtime",
+    ) in found
+    # the runtime their tasks run on is the dispatcher's, whatever the YAML's default says
+    config = load_dag_yaml(dag())
+    assert config.jobs["ranges"].task_runtime == config.jobs["units"].task_runtime == "dispatcher"
+    assert config.jobs["blocks"].task_runtime == "ecs_python"
+
+
 def test_sql_and_python_configs_are_checked_too() -> None:
     text = """\
 dag: udfs

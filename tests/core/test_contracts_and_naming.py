@@ -52,6 +52,10 @@ def test_scopes() -> None:
 def test_emitted_events_are_small() -> None:
     with pytest.raises(ValidationError, match="at most 16384"):
         EmittedEvent(scope={"cursor": "1"}, payload={"blob": "x" * 20_000})
+    # the limit is on the payload's compact JSON in UTF-8 bytes: {"blob":"…"} is 11 bytes around the text
+    EmittedEvent(scope={"cursor": "1"}, payload={"blob": "x" * (16_384 - 11)})
+    with pytest.raises(ValidationError, match="payload is 16385 bytes"):
+        EmittedEvent(scope={"cursor": "1"}, payload={"blob": "é" + "x" * (16_384 - 12)})
 
 
 def test_internal_requests_reject_unknown_fields_and_bad_values() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
@@ -230,6 +233,67 @@ def test_malformed_requests(devchain: Devchain) -> None:
     assert devchain.rpc("eth_getBlockByNumber", hex(999), False) is None
     assert devchain.rpc("eth_getBlockReceipts", hex(999)) is None
     assert devchain.rpc("eth_getTransactionReceipt", "0x" + "00" * 32) is None
+
+
+def _connect(chain: Devchain) -> socket.socket:
+    url = urlsplit(chain.url)
+    return socket.create_connection((url.hostname, url.port), timeout=10)
+
+
+def _read_answer(stream: BinaryIO) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP answer from `stream`: status, headers (lower-case names), body."""
+    status = int(stream.readline().split()[1])
+    headers = {}
+    while (line := stream.readline().strip()) != b"":
+        name, _, value = line.decode().partition(":")
+        headers[name.lower()] = value.strip()
+    return status, headers, stream.read(int(headers.get("content-length", 0)))
+
+
+def _call(method: str, call_id: int) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": call_id, "method": method, "params": []}).encode()
+
+
+def test_http_keep_alive_pipelining_continue_chunked_and_bad_requests(devchain: Devchain) -> None:
+    """The HTTP layer as clients other than httpx use it: requests pipelined on one connection are answered in
+    order, `Expect: 100-continue` is answered, chunked bodies are read; a malformed request or a body over 8 MB
+    answers 4xx and closes, and so does `Connection: close`."""
+    first, second = _call("eth_chainId", 1), _call("eth_blockNumber", 2)
+    with _connect(devchain) as conn, conn.makefile("rb") as stream:
+        conn.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(first), first)
+            + b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(second), second)
+        )
+        answers = [_read_answer(stream) for _ in range(2)]
+        assert [(status, json.loads(body)["id"]) for status, _, body in answers] == [(200, 1), (200, 2)]
+        assert json.loads(answers[1][2])["result"] == hex(20)
+
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(first))
+        assert stream.readline() == b"HTTP/1.1 100 Continue\r\n" and stream.readline() == b"\r\n"
+        conn.sendall(first)
+        assert json.loads(_read_answer(stream)[2])["result"] == "0x7a69"
+
+        chunks = b"%x\r\n%s\r\n0\r\n\r\n" % (len(second), second)
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
+        assert json.loads(_read_answer(stream)[2])["id"] == 2
+
+        conn.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(first), first)
+        )
+        status, headers, _ = _read_answer(stream)
+        assert status == 200 and headers["connection"] == "close" and stream.read() == b""
+
+    with _connect(devchain) as conn, conn.makefile("rb") as stream:
+        conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        status, _, body = _read_answer(stream)
+        assert status == 400 and "malformed HTTP request" in json.loads(body)["error"] and stream.read() == b""
+
+    with _connect(devchain) as conn, conn.makefile("rb") as stream:
+        size = 8 * 1024 * 1024 + 1
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size + b" " * size)
+        status, _, body = _read_answer(stream)
+        assert status == 413 and json.loads(body) == {"error": "request bodies are at most 8388608 bytes"}
+    assert devchain.head()["number"] == 20  # the server carries on
 
 
 def test_block_time_mining(tmp_path: Path) -> None:

@@ -37,6 +37,16 @@ async def test_deploy_errors_name_line_and_field(dispatcher: AsyncTestClient[Any
     assert not_yaml.status_code == 422 and "not valid YAML" in not_yaml.json()["detail"]
     binary = await dispatcher.post("/v1/dags", content=b"\xff\xfe", headers=headers)
     assert binary.status_code == 400 and "UTF-8" in binary.json()["detail"]
+    aggregating = (
+        HELLO
+        + "  ranges:\n    operator: range_aggregator\n    runtime: ecs_python\n"
+        + ("    inputs: [{from: {job: numbers}}]\n    config: {range_size: 10}\n")
+    )
+    pinned = await dispatcher.post("/v1/dags", content=aggregating, headers=headers)
+    assert pinned.status_code == 422
+    assert [(p["field"], p["message"]) for p in pinned.json()["extra"]] == [
+        ("jobs.ranges.runtime", "range_aggregator runs inside the dispatcher, not on a worker runtime: remove runtime")
+    ]
     cross = HELLO.replace("inputs: [{from: {job: numbers}}]", "inputs: [{from: {dataset: nobody_publishes_this}}]")
     missing = await dispatcher.post("/v1/dags", content=cross, headers=headers)
     assert missing.status_code == 422

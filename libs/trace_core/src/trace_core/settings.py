@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     )
     scheduler_batch: int = Field(500, ge=1, description="Tasks the scheduler dispatches per pass, at most.")
     router_batch: int = Field(1000, ge=1, description="Events the router turns into tasks per pass, at most.")
+    operator_batch: int = Field(
+        1000,
+        ge=1,
+        description="Queued tasks per job of the operators the dispatcher runs itself (range_aggregator, "
+        "range_splitter) that one pass applies in one transaction, at most.",
+    )
+    operator_pass_events: int = Field(
+        100_000,
+        ge=1,
+        description="A pass of those operators stops taking a job's tasks once they emitted this many events (it "
+        "takes one at least): a splitter's range can be 100,000 units.",
+    )
     dispatcher_loops: bool = Field(True, description="Campaign for the leader lock and run the loops.")
     loop_coalesce_s: float = Field(
         0.005, ge=0, description="Pause after a busy router or scheduler pass, so the next one takes more at once."

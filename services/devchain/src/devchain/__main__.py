@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 import time
 
-import uvicorn
+import uvloop
 
-from devchain.app import Devchain
+from devchain.app import MAX_BODY_BYTES, Devchain
+from devchain.server import serve
 
 DEFAULT_CHAIN_ID = 31337
 
@@ -43,19 +46,19 @@ def main(argv: list[str] | None = None) -> None:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(
-        devchain,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        # cryo opens many connections at once; a short accept queue resets them
-        backlog=4096,
-        timeout_keep_alive=30,
-    )
+    uvloop.run(_serve(devchain, args.host, args.port))
+
+
+async def _serve(devchain: Devchain, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    devchain.start_mining()
+    try:
+        await serve(devchain.handle, host, port, stop, max_body_bytes=MAX_BODY_BYTES)
+    finally:
+        await devchain.stop_mining()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The ASGI app: JSON-RPC on `POST /`, the control API under `/control/`, and the optional block-time miner.
+"""devchain's requests: JSON-RPC on `POST /`, the control API under `/control/`, and the optional block-time miner.
 
-A bare ASGI callable rather than a framework: cryo sends thousands of small requests a second, and routing
-two paths needs no more. Control errors answer 4xx with a JSON `error` naming the field.
+`Devchain.handle(method, path, body)` answers one request synchronously (`server.py` speaks HTTP): cryo sends
+thousands of small requests a second, and routing two paths needs no framework. Control errors answer 4xx with a
+JSON `error` naming the field.
 """
 
 from __future__ import annotations
@@ -10,20 +11,14 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 from devchain.chain import Block, Chain, ChainError
 from devchain.rpc import Rpc
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 MAX_MINE = 100_000
 MAX_BODY_BYTES = 8 * 1024 * 1024
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class ControlError(Exception):
@@ -54,25 +49,18 @@ class Devchain:
         self.started = time.monotonic()
         self._miner: asyncio.Task[None] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        """The status and JSON body answering one HTTP request."""
         self.rpc.stats.http_requests += 1
-        path, method = scope["path"], scope["method"]
         try:
-            body = await _read_body(receive)
             if path == "/":
                 if method != "POST":
                     raise ControlError(405, "JSON-RPC takes POST /")
                 answer = self.rpc.answer(body)
-                await _respond(send, 200, answer if answer is not None else b"")
-                return
-            await _respond(send, 200, json.dumps(self._control(method, path, body)).encode())
+                return 200, answer if answer is not None else b""
+            return 200, json.dumps(self._control(method, path, body)).encode()
         except ControlError as error:
-            await _respond(send, error.status, json.dumps({"error": error.message}).encode())
+            return error.status, json.dumps({"error": error.message}).encode()
 
     def _control(self, method: str, path: str, body: bytes) -> dict[str, Any]:
         routes: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
@@ -139,39 +127,16 @@ class Devchain:
             self.chain.mine(1)
             due += interval_s
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self._restart_miner()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self._miner is not None:
-                    self._miner.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await self._miner
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    def start_mining(self) -> None:
+        """Mine every `block_time_ms` from now on, if set (call in the server's event loop)."""
+        self._restart_miner()
 
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ControlError(413, f"request bodies are at most {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    async def stop_mining(self) -> None:
+        if self._miner is not None:
+            self._miner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._miner
+            self._miner = None
 
 
 def _object(body: bytes) -> dict[str, Any]:

@@ -102,12 +102,14 @@ def _remove_tree(path: str) -> None:
 
 
 class ChildPool:
-    """Idle children ready for the next task, so a task does not pay for an interpreter start."""
+    """Idle children ready for the next task, so a task does not pay for an interpreter start. The child idle the
+    shortest time goes first: it has imported what the recent tasks' operators need (cryo, pyarrow, DuckDB…), so a
+    worker with more children than tasks at a time does not make every child pay for the imports."""
 
     def __init__(self, size: int, udf_path: str = "") -> None:
         self._size = size
         self._udf_path = udf_path
-        self._idle: asyncio.Queue[Child] = asyncio.Queue()
+        self._idle: asyncio.LifoQueue[Child] = asyncio.LifoQueue()
 
     async def start(self) -> None:
         children = await asyncio.gather(*(Child.start(self._udf_path) for _ in range(self._size)))

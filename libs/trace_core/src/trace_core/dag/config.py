@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from trace_core import naming
+from trace_core.dag.operators import DISPATCHER_OPERATORS, DISPATCHER_RUNTIME
 
 
 class _Strict(BaseModel):
@@ -190,6 +191,12 @@ class Job(_Strict):
                 {"value": repr(value)},
             )
         return value
+
+    @property
+    def task_runtime(self) -> str:
+        """The runtime its tasks run on: the dispatcher's own for its operators, else `runtime`. `runtime` stays
+        the YAML's (part of the materialization fingerprint), so a job moved into the dispatcher keeps its row."""
+        return DISPATCHER_RUNTIME if self.operator in DISPATCHER_OPERATORS else self.runtime
 
     @property
     def output_count(self) -> int:

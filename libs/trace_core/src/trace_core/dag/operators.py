@@ -2,6 +2,9 @@
 with its field path, and the operator parses its config with the same model when it runs.
 
 Operators not listed here (user UDFs under `python`, operators of later issues) take any config.
+
+`range_aggregator` and `range_splitter` run inside the dispatcher (`DISPATCHER_OPERATORS`): their tasks have the
+runtime `dispatcher`, which no worker serves, and the DAG may not choose a runtime, pool or activation for them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, V
 from pydantic_core import PydanticCustomError
 
 Path = tuple[str | int, ...]
+
+# Operators the platform runs inside the dispatcher: a task of one is a few microseconds of arithmetic over its
+# input event and the job's state, far less than a worker's round trip (docs/chain.md).
+DISPATCHER_OPERATORS = frozenset({"range_aggregator", "range_splitter"})
+DISPATCHER_RUNTIME = "dispatcher"
 
 
 def _number(value: Any) -> Any:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from graphlib import CycleError, TopologicalSorter
 
 from trace_core import naming
-from trace_core.dag.config import Activation, DagConfig, ExecutionStrategy, Runtime, UpdateStrategy
+from trace_core.dag.config import Activation, DagConfig, ExecutionStrategy, Job, Runtime, UpdateStrategy
 from trace_core.dag.errors import ConfigIssue
-from trace_core.dag.operators import config_problems
+from trace_core.dag.operators import DISPATCHER_OPERATORS, config_problems
 
 
 def check_dag(config: DagConfig) -> list[ConfigIssue]:
@@ -184,10 +184,8 @@ def _check_operators(config: DagConfig) -> list[ConfigIssue]:
                         "worker_pool whose every slot sets RPC_URL",
                     )
                 )
-        if job.operator in {"range_aggregator", "range_splitter"} and job.outputs:
-            issues.append(
-                ConfigIssue((*path, "outputs"), f"{job.operator} emits events only: remove outputs (it stores no rows)")
-            )
+        if job.operator in DISPATCHER_OPERATORS:
+            issues += _check_dispatcher_operator(path, job)
         if job.operator == "range_aggregator":
             # the manifests depend on the order blocks arrive in: one input, one task at a time, in event order
             if len(job.inputs) > 1:
@@ -206,4 +204,22 @@ def _check_operators(config: DagConfig) -> list[ConfigIssue]:
                         "range_aggregator consumes blocks in order: max_concurrency must be 1",
                     )
                 )
+    return issues
+
+
+def _check_dispatcher_operator(path: tuple[str, ...], job: Job) -> list[ConfigIssue]:
+    """An operator the dispatcher runs itself: reactive, events only, and nothing that picks where it runs."""
+    where = f"{job.operator} runs inside the dispatcher"
+    issues = []
+    if "runtime" in job.model_fields_set:
+        issues.append(ConfigIssue((*path, "runtime"), f"{where}, not on a worker runtime: remove runtime"))
+    if job.worker_pool is not None:
+        issues.append(ConfigIssue((*path, "worker_pool"), f"{where} and leases no slot: remove worker_pool"))
+    if job.activation is Activation.SOURCE:
+        message = f"{where} on its input events: it cannot be a source (remove activation)"
+        issues.append(ConfigIssue((*path, "activation"), message))
+    if job.outputs:
+        issues.append(
+            ConfigIssue((*path, "outputs"), f"{job.operator} emits events only: remove outputs (it stores no rows)")
+        )
     return issues

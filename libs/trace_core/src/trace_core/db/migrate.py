@@ -67,15 +67,16 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
+async def migrate(conn: psycopg.AsyncConnection[Any], *, through: int | None = None) -> list[Migration]:
     """Apply pending migrations; returns the ones applied (empty when the schema is current).
 
     The connection must be in autocommit mode: each migration commits on its own, and the advisory lock is
-    held across them so concurrent starters wait instead of racing.
+    held across them so concurrent starters wait instead of racing. `through` stops after that number (a database
+    as an older release left it, for the tests of a migration that moves data).
     """
     if not conn.autocommit:
         raise MigrationError("migrate() needs an autocommit connection")
-    migrations = load_migrations()
+    migrations = [m for m in load_migrations() if through is None or m.number <= through]
     await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
     try:
         await conn.execute(_CREATE_HISTORY)
@@ -115,7 +116,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
 
 
-async def migrate_url(database_url: str) -> list[Migration]:
-    """Open a connection to `database_url`, migrate it, close it."""
+async def migrate_url(database_url: str, *, through: int | None = None) -> list[Migration]:
+    """Open a connection to `database_url`, migrate it (up to `through`), close it."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        return await migrate(conn)
+        return await migrate(conn, through=through)

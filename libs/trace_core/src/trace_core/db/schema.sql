@@ -144,7 +144,8 @@ CREATE TABLE jobs (
     dag_id uuid NOT NULL,
     job_name text NOT NULL CHECK (job_name ~ '^[a-z][a-z0-9_]{0,63}$'),
     activation text NOT NULL CHECK (activation IN ('source', 'reactive')),
-    runtime text NOT NULL CHECK (runtime IN ('ecs_python', 'lambda_py')),
+    -- `dispatcher`: an operator the dispatcher runs itself, no worker (range_aggregator, range_splitter)
+    runtime text NOT NULL CHECK (runtime IN ('ecs_python', 'lambda_py', 'dispatcher')),
     operator text NOT NULL CHECK (length(operator) BETWEEN 1 AND 128),
     config jsonb NOT NULL DEFAULT '{}',
     execution_strategy text NOT NULL CHECK (execution_strategy IN ('PerUpdate', 'PerPartition')),
@@ -158,7 +159,9 @@ CREATE TABLE jobs (
     FOREIGN KEY (org_id, dag_id) REFERENCES dags (org_id, dag_id) ON DELETE CASCADE,
     FOREIGN KEY (dag_id, created_in_version_id) REFERENCES dag_versions (dag_id, dag_version_id)
         DEFERRABLE INITIALLY DEFERRED,
-    CHECK (update_strategy <> 'append' OR cardinality(unique_key) > 0)
+    CHECK (update_strategy <> 'append' OR cardinality(unique_key) > 0),
+    CONSTRAINT jobs_dispatcher_operators
+        CHECK ((runtime = 'dispatcher') = (operator IN ('range_aggregator', 'range_splitter')))
 );
 CREATE INDEX jobs_dag_name ON jobs (dag_id, job_name);
 
@@ -272,7 +275,7 @@ CREATE TABLE tasks (
     dag_version_id uuid NOT NULL,
     job_id uuid NOT NULL,
     input_event_id bigint,
-    runtime text NOT NULL CHECK (runtime IN ('ecs_python', 'lambda_py')),
+    runtime text NOT NULL CHECK (runtime IN ('ecs_python', 'lambda_py', 'dispatcher')),
     partition_key text,
     status text NOT NULL DEFAULT 'Queued'
         CHECK (status IN ('Queued', 'Dispatched', 'Running', 'Completed', 'Failed', 'Canceled')),
@@ -292,7 +295,9 @@ CREATE TABLE tasks (
     FOREIGN KEY (dag_id, dag_version_id) REFERENCES dag_versions (dag_id, dag_version_id)
         DEFERRABLE INITIALLY DEFERRED,
     CHECK (attempt_count <= max_attempts),
-    CHECK ((status IN ('Completed', 'Failed', 'Canceled')) = (finished_at IS NOT NULL))
+    CHECK ((status IN ('Completed', 'Failed', 'Canceled')) = (finished_at IS NOT NULL)),
+    -- the dispatcher starts and finishes an attempt of its own operators in one transaction
+    CONSTRAINT tasks_dispatcher_never_handed_out CHECK (runtime <> 'dispatcher' OR status NOT IN ('Dispatched', 'Running'))
 );
 CREATE UNIQUE INDEX tasks_one_live_source_run ON tasks (job_id)
     WHERE input_event_id IS NULL AND query_id IS NULL AND status IN ('Queued', 'Dispatched', 'Running');

@@ -407,7 +407,7 @@ async def _new_job_row(
         dag_id=build.dag_id,
         job_name=name,
         activation=job.activation.value,
-        runtime=job.runtime,
+        runtime=job.task_runtime,
         operator=job.operator,
         config=job.config,
         execution_strategy=job.execution_strategy,

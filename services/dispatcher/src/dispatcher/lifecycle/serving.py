@@ -109,7 +109,7 @@ async def start_source_runs(
             dag_id=dag_id,
             version_id=version_id,
             job_id=job_ids[name],
-            runtime=job.runtime,
+            runtime=job.task_runtime,
             max_attempts=job.max_attempts,
         )
         if task_id is not None:

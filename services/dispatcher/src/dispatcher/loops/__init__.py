@@ -1,1 +1,2 @@
-"""The dispatcher's loops (router, scheduler, reaper, rebuilds), run only by the replica holding the leader lock."""
+"""The dispatcher's loops (router, scheduler, reaper, rebuilds, its own operators), run only by the replica
+holding the leader lock."""

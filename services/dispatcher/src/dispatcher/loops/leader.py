@@ -9,6 +9,7 @@ import asyncio
 import psycopg
 
 from dispatcher.loops.context import LoopContext
+from dispatcher.loops.operators import run_operators
 from dispatcher.loops.reaper import run_reaper
 from dispatcher.loops.rebuilds import run_rebuilds
 from dispatcher.loops.router import run_router
@@ -76,6 +77,7 @@ class Leader:
             asyncio.create_task(run_scheduler(self._ctx), name="scheduler"),
             asyncio.create_task(run_reaper(self._ctx), name="reaper"),
             asyncio.create_task(run_rebuilds(self._ctx), name="rebuilds"),
+            asyncio.create_task(run_operators(self._ctx), name="operators"),
         ]
         try:
             while not self._stopping:

@@ -17,6 +17,11 @@ async def read_state(conn: Connection, org_id: UUID, job_id: UUID) -> Row | None
     return await fetch_one(conn, Q["read_state"], {"org_id": org_id, "job_id": job_id})
 
 
+async def lock_state(conn: Connection, org_id: UUID, job_id: UUID) -> Row | None:
+    """`read_state`, the row locked until the transaction ends."""
+    return await fetch_one(conn, Q["lock_state"], {"org_id": org_id, "job_id": job_id})
+
+
 async def swap_state(
     conn: Connection, org_id: UUID, job_id: UUID, expected_revision: int, state: dict[str, Any], task_id: UUID
 ) -> int | None:

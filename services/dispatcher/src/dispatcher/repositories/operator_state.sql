@@ -3,6 +3,10 @@
 -- name: read_state --
 SELECT state, revision FROM operator_state WHERE org_id = %(org_id)s AND job_id = %(job_id)s;
 
+-- name: lock_state --
+-- The dispatcher's operator loop reads the state it is about to replace: no other writer may slip in between.
+SELECT state, revision FROM operator_state WHERE org_id = %(org_id)s AND job_id = %(job_id)s FOR UPDATE;
+
 -- name: insert_state --
 -- The first save (expected revision 0): nothing is returned when another writer inserted first.
 INSERT INTO operator_state (org_id, job_id, state, revision, updated_by_task_id)

@@ -172,8 +172,6 @@ OPERATORS = {
     "python": "worker.operators.python",
     "sql": "worker.operators.sql",
     "block_follower": "worker.operators.block_follower",
-    "range_aggregator": "worker.operators.range_aggregator",
-    "range_splitter": "worker.operators.range_splitter",
     "cryo_ingest": "worker.operators.cryo_ingest",
     "duckdb_query": "worker.operators.duckdb_query",
 }

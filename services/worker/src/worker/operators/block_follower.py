@@ -28,6 +28,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,7 @@ class Follower:
         self.event_outputs = [o.index for o in ctx.task.outputs if o.storage is OutputStorage.NONE]
         self.revision = 0
         self.state = FollowerState(config.start_block)
+        self.safe = -1  # the newest block confirmed at the last head read
 
     def load(self) -> None:
         stored = self.ctx.load_state()
@@ -85,37 +87,62 @@ class Follower:
 
     def follow(self) -> None:
         self.load()
-        end = self.config.end_block
         unlinked = 0
-        while end is None or self.state.next_block <= end:
-            safe = self.rpc.block_number() - self.config.confirmations
-            if self.state.next_block > safe:
-                if self.state.recent and not self.last_is_canonical():
+        # The next batch is read while this one is saved (in a backfill the save is the slower half of a round):
+        # blocks confirmed at the last head read, used only if they start where the saved state goes on.
+        ahead: tuple[int, Future[list[BlockHeader | None]]] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="block-follower-read") as reader:
+            while self.config.end_block is None or self.state.next_block <= self.config.end_block:
+                if ahead is not None and ahead[0] == self.state.next_block:
+                    blocks: list[BlockHeader | None] | None = ahead[1].result()
+                else:
+                    if ahead is not None:
+                        wait([ahead[1]])  # the saved state went elsewhere (a swap lost to another writer): not these
+                    blocks = self.read_confirmed()
+                ahead = None
+                if blocks is None:
+                    continue
+                if any(block is None for block in blocks):
+                    time.sleep(self.config.poll_interval_s)  # the head moved back between calls: read it again
+                    continue
+                headers = [block for block in blocks if block is not None]
+                if self.state.recent and headers[0].parent_hash != self.state.recent[-1][1]:
                     self.handle_reorg()
                     continue
-                time.sleep(self.config.poll_interval_s)
-                continue
-            last = min(safe, self.state.next_block + self.config.batch_blocks - 1, end if end is not None else safe)
-            blocks = self.rpc.blocks(list(range(self.state.next_block, last + 1)))
-            if any(block is None for block in blocks):
-                time.sleep(self.config.poll_interval_s)  # the head moved back between calls: read it again
-                continue
-            headers = [block for block in blocks if block is not None]
-            if self.state.recent and headers[0].parent_hash != self.state.recent[-1][1]:
+                if any(b.parent_hash != a.hash for a, b in itertools.pairwise(headers)):
+                    # the chain changed while the batch was read: read it again, but not forever
+                    unlinked += 1
+                    if unlinked > MAX_UNLINKED_READS:
+                        raise RpcError(
+                            f"{self.rpc.node}: blocks {headers[0].number}..{headers[-1].number} do not link by "
+                            f"parent hash in {unlinked} reads in a row"
+                        )
+                    time.sleep(self.config.poll_interval_s)
+                    continue
+                unlinked = 0
+                following = self.batch_from(headers[-1].number + 1)
+                if following:
+                    ahead = following[0], reader.submit(self.rpc.blocks, following)
+                self.emit(headers)
+
+    def read_confirmed(self) -> list[BlockHeader | None] | None:
+        """The next batch of confirmed blocks; None when there is none yet (after a pause, or a reorg handled)."""
+        self.safe = self.rpc.block_number() - self.config.confirmations
+        if self.state.next_block > self.safe:
+            if self.state.recent and not self.last_is_canonical():
                 self.handle_reorg()
-                continue
-            if any(b.parent_hash != a.hash for a, b in itertools.pairwise(headers)):
-                # the chain changed while the batch was read: read it again, but not forever
-                unlinked += 1
-                if unlinked > MAX_UNLINKED_READS:
-                    raise RpcError(
-                        f"{self.rpc.node}: blocks {headers[0].number}..{headers[-1].number} do not link by parent "
-                        f"hash in {unlinked} reads in a row"
-                    )
+            else:
                 time.sleep(self.config.poll_interval_s)
-                continue
-            unlinked = 0
-            self.emit(headers)
+            return None
+        return self.rpc.blocks(self.batch_from(self.state.next_block))
+
+    def batch_from(self, first: int) -> list[int]:
+        """The numbers of one batch from `first`: up to `batch_blocks`, none past the last confirmed block (at the
+        last head read) or `end_block`."""
+        last = min(self.safe, first + self.config.batch_blocks - 1)
+        if self.config.end_block is not None:
+            last = min(last, self.config.end_block)
+        return list(range(first, last + 1))
 
     def last_is_canonical(self) -> bool:
         number, stored_hash = self.state.recent[-1]

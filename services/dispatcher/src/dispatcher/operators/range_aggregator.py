@@ -10,21 +10,18 @@ An invalidation of blocks `a..b` (a reorg) moves the position back to `a`. Range
 touches are remembered, and when the replacement blocks complete such a range again its manifest goes out as an
 invalidation, so the job downstream rewrites it from the new branch.
 
-The state (`operator_state`, one row per job) is saved with the manifests it accounts for in one transaction:
-a retried task finds its block already counted and emits nothing twice.
+The dispatcher stores the state (`operator_state`, one row per job) with the manifests it accounts for in one
+transaction: a task run again finds its block already counted and emits nothing twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.operators.base import InputEvent, State, TaskError, job_config
 from trace_core.contracts.events import EmittedEvent, EventKind, EventScope
 from trace_core.dag.operators import RangeAggregatorConfig
-from worker.operators import EventLike, OperatorContext, OperatorError, StateConflictError, operator_config
-
-SAVE_TRIES = 5
 
 
 def range_of(config: RangeAggregatorConfig, block: int) -> tuple[int, int]:
@@ -56,7 +53,9 @@ def manifest(start: int, end: int, kind: EventKind) -> EmittedEvent:
 def step(
     config: RangeAggregatorConfig, state: AggregatorState, kind: EventKind, first: int, last: int
 ) -> list[EmittedEvent]:
-    """Apply blocks `first..last` (data) or their invalidation to `state` in place; the manifests to emit."""
+    """Apply blocks `first..last` (data) or their invalidation to `state` in place; the manifests to emit.
+
+    Raises `TaskError` (and leaves `state` as it was) when the blocks do not continue the ones counted."""
     first = max(first, config.start)
     if last < first:
         return []
@@ -74,12 +73,11 @@ def step(
         state.next_block = first
         state.first_range = range_of(config, first)[0]
     if last < state.next_block:
-        return []  # counted already (a retried task, a replayed event)
+        return []  # counted already (a task run again, a replayed event)
     if first > state.next_block:
-        raise OperatorError(
+        raise TaskError(
             f"range_aggregator: blocks {first}..{last} arrived but block {state.next_block} comes next; its input "
-            "must be per-block events in order (a block_follower, PerUpdate with max_concurrency 1)",
-            retryable=False,
+            "must be per-block events in order (a block_follower)"
         )
     emitted = []
     range_start, range_end = range_of(config, state.next_block)
@@ -93,21 +91,17 @@ def step(
     return emitted
 
 
-def run(ctx: OperatorContext) -> Iterable[EventLike] | None:
-    config = operator_config(ctx, RangeAggregatorConfig)
-    event = ctx.task.input_event
-    if event is None or event.scope.range is None:
-        raise OperatorError("range_aggregator: its input events must carry a block range", retryable=False)
-    for _ in range(SAVE_TRIES):
-        stored = ctx.load_state()
-        state = AggregatorState.from_json(stored.state)
-        before = state.to_json()
-        manifests = step(config, state, event.kind, event.scope.range.start, event.scope.range.end)
-        if state.to_json() == before and not manifests:
-            return None
-        try:
-            ctx.save_state(state.to_json(), revision=stored.revision, events=manifests)
-        except StateConflictError:
-            continue  # another task of this job saved first: recompute from its state
-        return None
-    raise OperatorError(f"range_aggregator: the operator state changed under {SAVE_TRIES} saves in a row")
+class Aggregation:
+    """A pass over the job's tasks: each applied to the state the one before left."""
+
+    def __init__(self, config: dict[str, Any], stored: State) -> None:
+        self.config = job_config(RangeAggregatorConfig, "range_aggregator", config)
+        self._state = AggregatorState.from_json(stored)
+
+    def apply(self, event: InputEvent | None) -> list[EmittedEvent]:
+        if event is None or event.range is None:
+            raise TaskError("range_aggregator: its input events must carry a block range")
+        return step(self.config, self._state, event.kind, *event.range)
+
+    def state(self) -> State:
+        return self._state.to_json()
