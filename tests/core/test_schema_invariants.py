@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from psycopg import errors
 
-from tests.support.rows import Conn, make_graph, make_org, one
+from tests.support.rows import Conn, Graph, make_graph, make_org, one
 from trace_core.idempotency import scope_key
 
 
@@ -166,9 +166,60 @@ async def test_one_running_attempt_and_one_slot_lease_per_task(db: Conn) -> None
         await db.execute(lease, {"s": slots[1], "t": g.task_id})
 
 
+async def _give_the_task_its_own_rows(db: Conn, g: Graph) -> None:
+    """An attempt, an emitted event, a lineage row and a transport-queue entry of `g`'s task (0009: these carry no
+    foreign key to the task; a trigger deletes them with it)."""
+    attempt = await one(
+        db,
+        """INSERT INTO task_attempts (task_id, attempt_number, attempt_token_hash, lease_expires_at)
+           VALUES (%(t)s, 1, %(h)s, now() + interval '1 minute') RETURNING attempt_id""",
+        {"t": g.task_id, "h": hashlib.sha256(b"1").digest()},
+    )
+    event = await one(
+        db,
+        """INSERT INTO events (org_id, dataset_uuid, dataset_version, kind, range_start, range_end, scope_key,
+                               producer_task_id, producer_attempt_id)
+           VALUES (%(o)s, %(ds)s, %(v)s, 'data', 0, 9, 'r:0-9', %(t)s, %(a)s) RETURNING event_id""",
+        {"o": g.org_id, "ds": g.dataset_uuid, "v": g.dataset_version, "t": g.task_id, "a": attempt},
+    )
+    await db.execute(
+        """INSERT INTO task_inputs (task_id, event_id, dataset_uuid, dataset_version)
+           VALUES (%(t)s, %(e)s, %(ds)s, %(v)s)""",
+        {"t": g.task_id, "e": event, "ds": g.dataset_uuid, "v": g.dataset_version},
+    )
+    await db.execute("INSERT INTO transport_queue (task_id, runtime) VALUES (%(t)s, 'ecs_python')", {"t": g.task_id})
+
+
 async def test_deleting_an_org_removes_everything_it_owns(db: Conn) -> None:
     g = await make_graph(db)
+    await _give_the_task_its_own_rows(db, g)
     await db.execute("DELETE FROM orgs WHERE org_id = %(o)s", {"o": g.org_id})
-    for table in ("users", "dags", "dag_versions", "jobs", "datasets", "dataset_versions", "tasks"):
+    for table in (
+        "users",
+        "dags",
+        "dag_versions",
+        "jobs",
+        "datasets",
+        "dataset_versions",
+        "tasks",
+        "task_attempts",
+        "events",
+        "task_inputs",
+        "transport_queue",
+    ):
         count = await one(db, f"SELECT count(*) FROM {table}", {})
+        assert count == 0, table
+
+
+async def test_deleting_a_task_removes_the_rows_it_owns(db: Conn) -> None:
+    g = await make_graph(db)
+    await _give_the_task_its_own_rows(db, g)
+    await db.execute("DELETE FROM tasks WHERE task_id = %(t)s", {"t": g.task_id})
+    for table, column in (
+        ("task_attempts", "task_id"),
+        ("events", "producer_task_id"),
+        ("task_inputs", "task_id"),
+        ("transport_queue", "task_id"),
+    ):
+        count = await one(db, f"SELECT count(*) FROM {table} WHERE {column} = %(t)s", {"t": g.task_id})
         assert count == 0, table

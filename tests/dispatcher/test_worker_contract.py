@@ -98,6 +98,21 @@ def test_a_late_completion_of_the_newest_attempt_is_accepted(stack: Stack) -> No
     assert task == {"status": "Completed", "attempt_count": 1}
 
 
+def test_ids_a_worker_releases_unstarted_go_back_to_the_queue(stack: Stack) -> None:
+    """A stopping worker hands back the ids it took ahead and did not start; a started one stays with its attempt."""
+    stack.deploy(SOURCE_ONLY)
+    with stack.internal() as internal:
+        task_id = take_dispatched(stack, internal)
+        released = internal.post("/internal/task-release", json={"task_ids": [task_id], "worker_id": "t"})
+        assert released.status_code == 200 and released.json() == {"released": 1}
+        assert take_dispatched(stack, internal) == task_id  # queued again, and dispatched again
+        payload = fetch(internal, task_id)
+        again = internal.post("/internal/task-release", json={"task_ids": [task_id], "worker_id": "t"})
+        assert again.json() == {"released": 0}
+    [task] = stack.sql("SELECT status, attempt_count FROM tasks")
+    assert task == {"status": "Running", "attempt_count": 1} and payload["attempt_number"] == 1
+
+
 def test_bad_internal_calls_get_clear_4xx(stack: Stack) -> None:
     stack.deploy(SOURCE_ONLY)
     with stack.internal() as internal:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import uvicorn
 
 from dispatcher.app import create_app
+from trace_core.gc_tuning import freeze_startup_heap
 from trace_core.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
+    app = create_app(settings)
+    freeze_startup_heap()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.dispatcher_host,
         port=settings.dispatcher_port,
         log_config=None,  # structlog owns logging

@@ -7,6 +7,7 @@ import signal
 
 import uvloop
 
+from trace_core.gc_tuning import freeze_startup_heap
 from trace_core.logging import configure_logging
 from trace_core.settings import Settings
 from worker.scrub import scrub_process_secrets
@@ -29,6 +30,7 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings)
     scrub_process_secrets()
+    freeze_startup_heap()
     # the wrapper is event-loop bound (HTTP calls, child pipes, timers): uvloop does that work in C
     uvloop.run(serve(settings))
 

@@ -41,9 +41,10 @@ MAX_ERROR_CHARS = 8_000
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _send(out: IO[str], message: BaseModel) -> None:
+def _send(out: IO[str], message: BaseModel, flush: bool = True) -> None:
     out.write(message.model_dump_json() + "\n")
-    out.flush()
+    if flush:
+        out.flush()
 
 
 Answer = TypeVar("Answer", bound=BaseModel)
@@ -113,8 +114,12 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
     )
     try:
         result: Iterable[object] | None = operator(ctx)
+        # events returned all at once go out with the outcome, in one write (one wake-up of the wrapper instead of
+        # one per event); a generator's are sent as it yields them
+        returned = isinstance(result, list | tuple)
         for item in result or ():
-            ctx.emit(item if isinstance(item, EmittedEvent) else EmittedEvent.model_validate(item))
+            event = item if isinstance(item, EmittedEvent) else EmittedEvent.model_validate(item)
+            _send(out, Emit(event=event), flush=not returned)
     except OperatorError as error:
         return Done(status="failed", error=str(error), retryable=error.retryable)
     except ValidationError as error:
@@ -134,7 +139,7 @@ def _die_with_the_wrapper() -> None:
 
 def main() -> None:
     _die_with_the_wrapper()
-    protocol_out = os.fdopen(os.dup(1), "w", buffering=1)
+    protocol_out = os.fdopen(os.dup(1), "w")  # block-buffered: `_send` flushes each message unless told not to
     os.dup2(2, 1)  # operator output goes to stderr
     base_env = dict(os.environ)
     _send(protocol_out, Ready(pid=os.getpid()))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from uuid import UUID
 
-import httpx
+import aiohttp
 from pydantic import BaseModel
 
 from trace_core.contracts.internal import (
@@ -36,6 +36,8 @@ from trace_core.contracts.internal import (
     TaskInputResponse,
     TaskPollRequest,
     TaskPollResponse,
+    TaskReleaseRequest,
+    TaskReleaseResponse,
 )
 
 
@@ -50,28 +52,50 @@ class DispatcherError(RuntimeError):
         self.extra = extra
 
 
+# uvicorn closes a keep-alive connection after 5 s idle: reuse one only well before that, so a request never
+# races the server closing it
+KEEPALIVE_S = 4.0
+STREAM_CHUNK = 1 << 16
+
+
 class DispatcherClient:
+    """aiohttp over a small keep-alive pool: with httpx (anyio cancel scopes, a pool scan and h11 per request) the
+    HTTP calls were about a third of the wrapper's CPU; the move took its CPU per task from ~0.6 to ~0.4 ms in the
+    dispatch benchmark. Transport failures surface as `OSError` (`ConnectionError`, `TimeoutError`), which the
+    wrapper treats as retryable."""
+
     def __init__(self, base_url: str, service_token: str, connections: int = 8, timeout_s: float = 30) -> None:
-        # httpx scans every pooled connection on each request: keep the pool as small as the concurrency needs
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {service_token}"},
-            timeout=timeout_s,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        )
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {service_token}", "Content-Type": "application/json"}
+        self._connections = connections
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None  # made on first use: it needs the running loop
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections, keepalive_timeout=KEEPALIVE_S),
+                headers=self._headers,
+                timeout=self._timeout,
+            )
+        return self._session
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _post(self, path: str, body: BaseModel, timeout_s: float | None = None, method: str = "POST") -> bytes:
-        response = await self._http.request(
-            method,
-            path,
-            content=body.model_dump_json(),
-            headers={"Content-Type": "application/json"},
-            timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
-        )
-        return _checked(response)
+        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s is not None else self._timeout
+        try:
+            async with self._http().request(
+                method, self._base_url + path, data=body.model_dump_json().encode(), timeout=timeout
+            ) as response:
+                content = await response.read()
+                _checked(response.status, content)
+                return content
+        except aiohttp.ClientError as error:
+            raise _transport_error(error) from error
 
     async def fetch_many(self, task_ids: list[UUID], worker_id: str) -> list[TaskFetchResult]:
         call = TaskFetchBatchRequest(task_ids=task_ids, worker_id=worker_id)
@@ -105,35 +129,42 @@ class DispatcherClient:
 
     async def query_input(self, call: QueryInputRequest, target: Path) -> list[Column]:
         """Stream a pinned Postgres dataset's rows (CSV) into the file `target`; returns its columns."""
-        async with self._http.stream(
-            "POST",
-            "/internal/query-input",
-            content=call.model_dump_json(),
-            headers={"Content-Type": "application/json"},
-        ) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                _checked(response)
-            columns = [Column.model_validate(column) for column in json.loads(response.headers["x-trace-columns"])]
-            with target.open("wb") as out:
-                async for chunk in response.aiter_bytes():
-                    out.write(chunk)
+        try:
+            async with self._http().post(
+                self._base_url + "/internal/query-input", data=call.model_dump_json().encode()
+            ) as response:
+                if response.status >= 400:
+                    _checked(response.status, await response.read())
+                columns = [Column.model_validate(column) for column in json.loads(response.headers["x-trace-columns"])]
+                with target.open("wb") as out:
+                    async for chunk in response.content.iter_chunked(STREAM_CHUNK):
+                        out.write(chunk)
+        except aiohttp.ClientError as error:
+            raise _transport_error(error) from error
         return columns
 
     async def record_query_result(self, call: QueryResultRequest) -> QueryResultResponse:
         return QueryResultResponse.model_validate_json(await self._post("/internal/query-result", call))
+
+    async def release(self, task_ids: list[UUID], worker_id: str) -> int:
+        body = await self._post("/internal/task-release", TaskReleaseRequest(task_ids=task_ids, worker_id=worker_id))
+        return TaskReleaseResponse.model_validate_json(body).released
 
     async def poll(self, call: TaskPollRequest) -> TaskPollResponse:
         body = await self._post("/internal/task-poll", call, timeout_s=call.wait_s + 10)
         return TaskPollResponse.model_validate_json(body)
 
 
-def _checked(response: httpx.Response) -> bytes:
-    if response.status_code >= 400:
+def _checked(status: int, content: bytes) -> None:
+    if status >= 400:
         try:
-            body = response.json()
-            detail, extra = str(body.get("detail", response.text)), body.get("extra")
+            body = json.loads(content)
+            detail, extra = str(body.get("detail", content.decode(errors="replace"))), body.get("extra")
         except (ValueError, AttributeError):
-            detail, extra = response.text, None
-        raise DispatcherError(response.status_code, detail, extra)
-    return response.content
+            detail, extra = content.decode(errors="replace"), None
+        raise DispatcherError(status, detail, extra)
+
+
+def _transport_error(error: aiohttp.ClientError) -> OSError:
+    """The dispatcher could not be reached or answered nothing: an `OSError`, as for any socket failure."""
+    return error if isinstance(error, OSError) else ConnectionError(f"the dispatcher call failed: {error!r}")

@@ -217,6 +217,17 @@ class TaskFetchBatchResponse(Contract):
     results: list[TaskFetchResult]
 
 
+class TaskReleaseRequest(Contract):
+    """Task ids a worker took from the transport and will not start (it is stopping): back to the queue."""
+
+    task_ids: list[UUID] = Field(min_length=1, max_length=MAX_BATCH)
+    worker_id: Annotated[str, Field(max_length=200)] | None = None
+
+
+class TaskReleaseResponse(Contract):
+    released: int  # how many were still dispatched, not started; the others were left as they were
+
+
 class TaskCompleteBatchRequest(Contract):
     """Many task-completes in one call; each is accepted or refused on its own."""
 

@@ -40,6 +40,8 @@ from trace_core.contracts.internal import (
     TaskInputResponse,
     TaskPollRequest,
     TaskPollResponse,
+    TaskReleaseRequest,
+    TaskReleaseResponse,
 )
 from trace_core.contracts.queries import BatchQueryCancelResponse, BatchQueryRequest, BatchQueryResponse, QueryCaller
 from trace_core.contracts.tasks import TaskPayload
@@ -86,6 +88,11 @@ class InternalController(Controller):
     ) -> TaskCompleteBatchResponse:
         api: WorkerApi = state.worker_api
         return await api.complete_many(data)
+
+    @post("/task-release", status_code=200, summary="Dispatched task ids a stopping worker did not start: requeue")
+    async def task_release(self, state: State, data: JSONBody[TaskReleaseRequest]) -> TaskReleaseResponse:
+        api: WorkerApi = state.worker_api
+        return await api.release(data)
 
     @post("/task-poll", status_code=200, summary="Embedded transport: the next dispatched task ids of a runtime")
     async def task_poll(self, state: State, data: JSONBody[TaskPollRequest]) -> TaskPollResponse:

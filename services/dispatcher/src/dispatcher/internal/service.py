@@ -6,8 +6,8 @@ carry that attempt's token. A stale attempt gets 409 saying which attempt is cur
 
 from __future__ import annotations
 
-import asyncio
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +16,7 @@ from uuid import UUID
 
 from litestar.exceptions import ClientException, HTTPException, NotFoundException, PermissionDeniedException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_409_CONFLICT
+from pydantic import TypeAdapter
 
 from dispatcher.metrics import Metrics
 from dispatcher.notifications import Notifications
@@ -42,10 +43,13 @@ from trace_core.contracts.internal import (
     TaskFetchResult,
     TaskPollRequest,
     TaskPollResponse,
+    TaskReleaseRequest,
+    TaskReleaseResponse,
 )
 from trace_core.contracts.queries import BatchQuery
 from trace_core.contracts.tasks import AttemptStatus, JobSpec, OutputTarget, SlotAssignment, TaskPayload, TaskStatus
 from trace_core.db.pool import Connection, Pool
+from trace_core.db.queries import Pending
 from trace_core.logging import get_logger
 from trace_core.settings import Settings
 
@@ -96,8 +100,8 @@ class WorkerApi:
 
     async def fetch_many(self, call: TaskFetchBatchRequest) -> TaskFetchBatchResponse:
         """Each id as its own task-fetch; submitted together, they share the batcher's transactions."""
-        answers = await asyncio.gather(
-            *(self.fetch(task_id, call.worker_id) for task_id in call.task_ids), return_exceptions=True
+        answers = await self._fetches.submit_many(
+            [_FetchRequest(task_id, call.worker_id, self.settings.lease_s) for task_id in call.task_ids]
         )
         results = []
         for task_id, answer in zip(call.task_ids, answers, strict=True):
@@ -110,7 +114,7 @@ class WorkerApi:
         return TaskFetchBatchResponse(results=results)
 
     async def complete_many(self, call: TaskCompleteBatchRequest) -> TaskCompleteBatchResponse:
-        answers = await asyncio.gather(*(self.complete(c) for c in call.completions), return_exceptions=True)
+        answers = await self._completions.submit_many(call.completions)
         results = []
         for completion, answer in zip(call.completions, answers, strict=True):
             if isinstance(answer, TaskCompleteResponse):
@@ -122,73 +126,64 @@ class WorkerApi:
     async def _fetch_batch(self, requests: list[_FetchRequest]) -> list[TaskPayload | TaskCanceled | Exception]:
         results: list[TaskPayload | TaskCanceled | Exception | None] = [None] * len(requests)
         starting: dict[UUID, tuple[int, int, str]] = {}  # task id -> (request index, attempt number, token)
-        async with self.pool.connection() as conn, conn.transaction():
-            locked = {row["task_id"]: row for row in await repo.lock_tasks(conn, list({r.task_id for r in requests}))}
-            canceled: list[UUID] = []
-            for index, request in enumerate(requests):
-                task = locked.get(request.task_id)
-                if request.task_id in starting:
-                    results[index] = _conflict(f"task {request.task_id} is being started by a concurrent task-fetch")
-                    continue
-                verdict = _fetch_verdict(request.task_id, task)
-                if verdict is None:
-                    assert task is not None
-                    starting[request.task_id] = (index, task["attempt_count"] + 1, secrets.token_urlsafe(32))
-                    continue
-                results[index] = verdict
-                if isinstance(verdict, TaskCanceled) and task is not None and task["status"] == TaskStatus.DISPATCHED:
-                    canceled.append(request.task_id)
-            if canceled:
-                await repo.cancel_tasks(conn, canceled)
-            if starting:
-                starts = [
-                    (task_id, number, hash_token(token), requests[index].worker_id, requests[index].lease_s)
-                    for task_id, (index, number, token) in starting.items()
-                ]
-                attempts = {row["task_id"]: row for row in await repo.start_attempts(conn, starts)}
-                payloads = {row["task_id"]: row for row in await repo.task_payloads(conn, list(starting))}
+        # pipelined: BEGIN goes with the lock, the writes and payloads with the COMMIT (two round trips, were six)
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                started, payloads = await self._start_locked(conn, requests, results, starting)
+            attempts, rows = await started.result(), await payloads.result()
+        jobs: dict[tuple[UUID, UUID], _JobParts] = {}  # by (job, version)
         for task_id, (index, number, token) in starting.items():
-            results[index] = _payload(
-                payloads[task_id], attempts[task_id], number, token, self.settings.heartbeat_interval_s
-            )
+            row = rows[task_id]
+            key = (row["job_id"], row["dag_version_id"])
+            job = jobs[key] if key in jobs else jobs.setdefault(key, _job_parts(row))
+            results[index] = _payload(row, job, attempts[task_id], number, token, self.settings.heartbeat_interval_s)
             self.metrics.attempts.inc()
             if number > 1:
                 self.metrics.retries.inc()
         return [result if result is not None else _conflict("unanswered") for result in results]
 
+    async def _start_locked(
+        self,
+        conn: Connection,
+        requests: list[_FetchRequest],
+        results: list[TaskPayload | TaskCanceled | Exception | None],
+        starting: dict[UUID, tuple[int, int, str]],
+    ) -> tuple[Pending[dict[UUID, Row]], Pending[dict[UUID, Row]]]:
+        """Lock the requested tasks, answer those that cannot start, cancel dispatched ones asked to stop, and send
+        the new attempts and their payloads (read once the transaction commits)."""
+        locked = {row["task_id"]: row for row in await repo.lock_tasks(conn, list({r.task_id for r in requests}))}
+        canceled: list[UUID] = []
+        for index, request in enumerate(requests):
+            task = locked.get(request.task_id)
+            if request.task_id in starting:
+                results[index] = _conflict(f"task {request.task_id} is being started by a concurrent task-fetch")
+                continue
+            verdict = _fetch_verdict(request.task_id, task)
+            if verdict is None:
+                assert task is not None
+                starting[request.task_id] = (index, task["attempt_count"] + 1, secrets.token_urlsafe(32))
+                continue
+            results[index] = verdict
+            if isinstance(verdict, TaskCanceled) and task is not None and task["status"] == TaskStatus.DISPATCHED:
+                canceled.append(request.task_id)
+        if canceled:
+            await repo.cancel_tasks(conn, canceled)
+        if not starting:
+            return Pending.of({}), Pending.of({})
+        starts = [
+            (task_id, number, hash_token(token), requests[index].worker_id, requests[index].lease_s)
+            for task_id, (index, number, token) in starting.items()
+        ]
+        return await repo.start_attempts(conn, starts), await repo.task_payloads(conn, list(starting))
+
     async def _complete_batch(self, calls: list[TaskCompleteRequest]) -> list[TaskCompleteResponse | Exception]:
         results: list[TaskCompleteResponse | Exception | None] = [None] * len(calls)
         finishing: dict[UUID, tuple[int, AttemptStatus, TaskStatus]] = {}
-        async with self.pool.connection() as conn, conn.transaction():
-            gates = {row["task_id"]: row for row in await repo.gate_attempts(conn, list({c.task_id for c in calls}))}
-            for index, call in enumerate(calls):
-                try:
-                    if call.task_id in finishing:
-                        raise _conflict(f"task {call.task_id} is being completed by a concurrent call")
-                    gate = _check_gate(gates.get(call.task_id), call)
-                    status = TaskStatus(gate["task_status"])
-                    if status in {TaskStatus.CANCELED, TaskStatus.COMPLETED}:
-                        raise _conflict(
-                            f"task {call.task_id} is already {status.value}; this completion is not accepted"
-                        )
-                    check_outputs(call.events, gate["output_count"], "events")
-                except HTTPException as refused:
-                    results[index] = refused
-                    continue
-                finishing[call.task_id] = (index, *_outcome(call, gate))
-            emitted = [(c.task_id, c.attempt_id, e) for c in calls if c.task_id in finishing for e in c.events]
-            counts = await repo.insert_events(conn, emitted)
-            retry_at: dict[UUID, datetime | None] = {}
-            if finishing:
-                retry_at = await repo.finish_attempts(
-                    conn,
-                    [
-                        (task_id, calls[index].attempt_id, attempt.value, task.value, calls[index].error)
-                        for task_id, (index, attempt, task) in finishing.items()
-                    ],
-                    self.settings.retry_base_s,
-                    self.settings.retry_max_s,
-                )
+        # pipelined: BEGIN goes with the gate, the events and the attempts' ends with the COMMIT (two round trips)
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                stored, finished = await self._finish_gated(conn, calls, results, finishing)
+            counts, retry_at = await stored.result(), await finished.result()
         for task_id, (index, _, task_status) in finishing.items():
             accepted, duplicates = counts.get(task_id, (0, 0))
             results[index] = TaskCompleteResponse(
@@ -201,9 +196,47 @@ class WorkerApi:
                 log.info("dispatcher.task.retry_scheduled", task_id=str(task_id), retry_at=str(retry_at[task_id]))
         if finishing:
             self.notifications.publish("trace_tasks")
-            if emitted:
+            if any(call.events for call in calls if call.task_id in finishing):
                 self.notifications.publish("trace_events")
         return [result if result is not None else _conflict("unanswered") for result in results]
+
+    async def _finish_gated(
+        self,
+        conn: Connection,
+        calls: list[TaskCompleteRequest],
+        results: list[TaskCompleteResponse | Exception | None],
+        finishing: dict[UUID, tuple[int, AttemptStatus, TaskStatus]],
+    ) -> tuple[Pending[dict[UUID, tuple[int, int]]], Pending[dict[UUID, datetime | None]]]:
+        """Gate the calls (refusals go to `results`), then send the accepted ones' events and the ends of their
+        attempts (read once the transaction commits)."""
+        gates = {row["task_id"]: row for row in await repo.gate_attempts(conn, list({c.task_id for c in calls}))}
+        for index, call in enumerate(calls):
+            try:
+                if call.task_id in finishing:
+                    raise _conflict(f"task {call.task_id} is being completed by a concurrent call")
+                gate = _check_gate(gates.get(call.task_id), call)
+                status = TaskStatus(gate["task_status"])
+                if status in {TaskStatus.CANCELED, TaskStatus.COMPLETED}:
+                    raise _conflict(f"task {call.task_id} is already {status.value}; this completion is not accepted")
+                check_outputs(call.events, gate["output_count"], "events")
+            except HTTPException as refused:
+                results[index] = refused
+                continue
+            finishing[call.task_id] = (index, *_outcome(call, gate))
+        if not finishing:
+            return Pending.of({}), Pending.of({})
+        emitted = [(c.task_id, c.attempt_id, e) for c in calls if c.task_id in finishing for e in c.events]
+        stored = await repo.send_insert_events(conn, emitted)
+        finished = await repo.finish_attempts(
+            conn,
+            [
+                (task_id, calls[index].attempt_id, attempt.value, task.value, calls[index].error)
+                for task_id, (index, attempt, task) in finishing.items()
+            ],
+            self.settings.retry_base_s,
+            self.settings.retry_max_s,
+        )
+        return stored, finished
 
     async def heartbeat(self, call: HeartbeatRequest) -> HeartbeatResponse:
         async with self.pool.connection() as conn, conn.transaction():
@@ -222,16 +255,29 @@ class WorkerApi:
         return HeartbeatResponse(canceled=False, lease_expires_at=lease)
 
     async def emit(self, call: EmitEventsRequest) -> EmitEventsResponse:
-        async with self.pool.connection() as conn, conn.transaction():
-            gate = await gate_attempt(conn, call)
-            if TaskStatus(gate["task_status"]).is_terminal:
-                raise _conflict(f"task {call.task_id} is {gate['task_status']}; it cannot emit events any more")
-            check_outputs(call.events, gate["output_count"], "events")
-            counts = await repo.insert_events(conn, [(call.task_id, call.attempt_id, e) for e in call.events])
+        # pipelined as task-complete: the insert goes with the COMMIT
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                gate = await gate_attempt(conn, call)
+                if TaskStatus(gate["task_status"]).is_terminal:
+                    raise _conflict(f"task {call.task_id} is {gate['task_status']}; it cannot emit events any more")
+                check_outputs(call.events, gate["output_count"], "events")
+                stored = await repo.send_insert_events(conn, [(call.task_id, call.attempt_id, e) for e in call.events])
+            counts = await stored.result()
         accepted, duplicates = counts.get(call.task_id, (0, 0))
         if accepted:
             self.notifications.publish("trace_events")
         return EmitEventsResponse(accepted=accepted, duplicates=duplicates)
+
+    async def release(self, call: TaskReleaseRequest) -> TaskReleaseResponse:
+        """Ids a stopping worker took and did not start go back to the queue at once (not after
+        TRACE_DISPATCH_TIMEOUT_S)."""
+        async with self.pool.connection() as conn:
+            released = await repo.undispatch(conn, call.task_ids)
+        if released:
+            log.info("dispatcher.task.released", worker_id=call.worker_id, tasks=released)
+            self.notifications.publish("trace_tasks")
+        return TaskReleaseResponse(released=released)
 
     async def poll(self, call: TaskPollRequest) -> TaskPollResponse:
         deadline = datetime.now(UTC) + timedelta(seconds=call.wait_s)
@@ -310,7 +356,34 @@ def check_outputs(events: list[EmittedEvent], output_count: int, field: str) -> 
             )
 
 
-def _payload(row: Row, attempt: Row, attempt_number: int, token: str, heartbeat_s: float) -> TaskPayload:
+@dataclass(frozen=True)
+class _JobParts:
+    """The part of a payload every task of a job and version shares: built once per fetch batch."""
+
+    spec: JobSpec
+    outputs: list[OutputTarget]
+
+
+_OUTPUTS = TypeAdapter(list[OutputTarget])
+
+
+def _job_parts(row: Row) -> _JobParts:
+    spec = JobSpec(
+        name=row["job_name"],
+        activation=row["activation"],
+        operator=row["operator"],
+        runtime=row["runtime"],
+        config=json.loads(row["config"]),
+        execution_strategy=row["execution_strategy"],
+        update_strategy=row["update_strategy"],
+        timeout_s=row["timeout_s"],
+    )
+    return _JobParts(spec, _OUTPUTS.validate_json(row["outputs"]))
+
+
+def _payload(
+    row: Row, job: _JobParts, attempt: Row, attempt_number: int, token: str, heartbeat_s: float
+) -> TaskPayload:
     event = None
     if row["event_id"] is not None:
         event = Event(
@@ -340,18 +413,9 @@ def _payload(row: Row, attempt: Row, attempt_number: int, token: str, heartbeat_
         org_id=row["org_id"],
         dag_name=row["dag_name"],
         dag_version=row["dag_version"],
-        job=JobSpec(
-            name=row["job_name"],
-            activation=row["activation"],
-            operator=row["operator"],
-            runtime=row["runtime"],
-            config=row["config"],
-            execution_strategy=row["execution_strategy"],
-            update_strategy=row["update_strategy"],
-            timeout_s=row["timeout_s"],
-        ),
+        job=job.spec,
         input_event=event,
-        outputs=[OutputTarget.model_validate(output) for output in row["outputs"]],
+        outputs=job.outputs,
         query=BatchQuery.model_validate(row["query"]) if row["query"] is not None else None,
         slot=slot,
     )

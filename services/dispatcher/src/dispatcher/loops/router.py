@@ -16,7 +16,9 @@ async def route_pending_events(ctx: LoopContext) -> int:
     """Route until no unrouted events are left; returns the number of events routed."""
     routed = 0
     while True:
-        async with ctx.pool.connection() as conn, conn.transaction():
+        # pipelined: BEGIN, the lock and the pass go out together (the pass still starts, and takes its snapshot,
+        # only once the lock is granted), then the COMMIT
+        async with ctx.pool.connection() as conn, conn.pipeline(), conn.transaction():
             # a pass never overlaps a deploy, cutover or rollback changing who reads what (lifecycle.sql)
             await lifecycle_repo.share_routing_lock(conn)
             events, tasks = await repo.route_events(conn, ctx.settings.router_batch)

@@ -17,7 +17,7 @@ async def dispatch_ready(ctx: LoopContext) -> int:
     total = 0
     for runtime, transport in ctx.transports.items():
         while True:
-            async with ctx.pool.connection() as conn, conn.transaction():
+            async with ctx.pool.connection() as conn:  # one statement, its own transaction: one round trip
                 rows = await repo.dispatch_ready_tasks(
                     conn,
                     runtime,

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.types.json import Jsonb
-
 from trace_core.contracts.events import EmittedEvent
 from trace_core.db.pool import Connection
-from trace_core.db.queries import Row, fetch_all, fetch_one, load_queries
+from trace_core.db.queries import Pending, Row, fetch_all, fetch_one, load_queries, send_all
 
 Q = load_queries("dispatcher.repositories", "tasks.sql")
 
@@ -41,6 +40,8 @@ async def source_job(conn: Connection, org_id: UUID, dag_name: str, job_name: st
 
 
 async def route_events(conn: Connection, limit: int) -> tuple[int, int]:
+    """One router pass (in a transaction): events routed, tasks made."""
+    await conn.execute(Q["plan_router_pass"])
     row = await _one(conn, "route_events", {"limit": limit})
     assert row is not None
     return int(row["events"]), int(row["tasks"])
@@ -59,8 +60,10 @@ async def dispatch_ready_tasks(
     return await _all(conn, "dispatch_ready_tasks", params)
 
 
-async def undispatch(conn: Connection, task_ids: list[UUID]) -> None:
-    await conn.execute(Q["undispatch"], {"task_ids": task_ids})
+async def undispatch(conn: Connection, task_ids: list[UUID]) -> int:
+    """Dispatched tasks back to the queue; returns how many were still dispatched."""
+    row = await _one(conn, "undispatch", {"task_ids": task_ids})
+    return 0 if row is None else int(row["n"])
 
 
 async def take_from_transport_queue(conn: Connection, runtime: str, limit: int) -> list[UUID]:
@@ -125,8 +128,11 @@ async def cancel_tasks(conn: Connection, task_ids: list[UUID]) -> None:
     await conn.execute(Q["cancel_tasks"], {"task_ids": task_ids})
 
 
-async def start_attempts(conn: Connection, starts: list[tuple[UUID, int, bytes, str | None, float]]) -> list[Row]:
-    """New attempts `(task_id, attempt_number, token_hash, worker_id, lease_s)`, superseding ones still running."""
+async def start_attempts(
+    conn: Connection, starts: list[tuple[UUID, int, bytes, str | None, float]]
+) -> Pending[dict[UUID, Row]]:
+    """New attempts `(task_id, attempt_number, token_hash, worker_id, lease_s)`, superseding ones still running;
+    each task's new attempt row, by task id."""
     superseding = [start[0] for start in starts if start[1] > 1]
     if superseding:
         await conn.execute(Q["supersede_running_attempts"], {"task_ids": superseding})
@@ -137,11 +143,16 @@ async def start_attempts(conn: Connection, starts: list[tuple[UUID, int, bytes, 
         "worker_ids": [s[3] for s in starts],
         "leases_s": [s[4] for s in starts],
     }
-    return await _all(conn, "start_attempts", params)
+    return await send_all(conn, Q["start_attempts"], params, _by_task)
 
 
-async def task_payloads(conn: Connection, task_ids: list[UUID]) -> list[Row]:
-    return await _all(conn, "task_payloads", {"task_ids": task_ids})
+async def task_payloads(conn: Connection, task_ids: list[UUID]) -> Pending[dict[UUID, Row]]:
+    """What a worker needs to run each task, by task id."""
+    return await send_all(conn, Q["task_payloads"], {"task_ids": task_ids}, _by_task)
+
+
+def _by_task(rows: list[Row]) -> dict[UUID, Row]:
+    return {row["task_id"]: row for row in rows}
 
 
 async def gate_attempts(conn: Connection, task_ids: list[UUID]) -> list[Row]:
@@ -152,8 +163,15 @@ async def insert_events(
     conn: Connection, emitted: list[tuple[UUID, UUID, EmittedEvent]]
 ) -> dict[UUID, tuple[int, int]]:
     """Store `(task_id, attempt_id, event)`s; per task: (stored now, already stored before)."""
+    return await (await send_insert_events(conn, emitted)).result()
+
+
+async def send_insert_events(
+    conn: Connection, emitted: list[tuple[UUID, UUID, EmittedEvent]]
+) -> Pending[dict[UUID, tuple[int, int]]]:
+    """`insert_events`, its counts read later (see `Pending`)."""
     if not emitted:
-        return {}
+        return Pending.of({})
     params: dict[str, Any] = {
         "task_ids": [task_id for task_id, _, _ in emitted],
         "producer_ids": list({task_id for task_id, _, _ in emitted}),
@@ -165,15 +183,19 @@ async def insert_events(
         "range_starts": [e.scope.range.start if e.scope.range else None for _, _, e in emitted],
         "range_ends": [e.scope.range.end if e.scope.range else None for _, _, e in emitted],
         "scope_keys": [e.scope.key for _, _, e in emitted],
-        "payloads": [Jsonb(e.payload) for _, _, e in emitted],
+        # JSON text, cast in SQL: most payloads are empty, and a Jsonb parameter costs a json.dumps per element
+        "payloads": [json.dumps(e.payload) if e.payload else "{}" for _, _, e in emitted],
     }
-    rows = await _all(conn, "insert_events_of_tasks", params)
+    return await send_all(conn, Q["insert_events_of_tasks"], params, _event_counts)
+
+
+def _event_counts(rows: list[Row]) -> dict[UUID, tuple[int, int]]:
     return {row["task_id"]: (int(row["inserted"]), int(row["matched"]) - int(row["inserted"])) for row in rows}
 
 
 async def finish_attempts(
     conn: Connection, finishes: list[tuple[UUID, UUID, str, str, str | None]], base_s: float, max_s: float
-) -> dict[UUID, datetime | None]:
+) -> Pending[dict[UUID, datetime | None]]:
     """Close `(task_id, attempt_id, attempt_status, task_status, error)`s; returns each task's retry time."""
     params = {
         "task_ids": [f[0] for f in finishes],
@@ -184,4 +206,8 @@ async def finish_attempts(
         "base_s": base_s,
         "max_s": max_s,
     }
-    return {row["task_id"]: row["retry_at"] for row in await _all(conn, "finish_attempts", params)}
+    return await send_all(conn, Q["finish_attempts"], params, _retry_times)
+
+
+def _retry_times(rows: list[Row]) -> dict[UUID, datetime | None]:
+    return {row["task_id"]: row["retry_at"] for row in rows}
