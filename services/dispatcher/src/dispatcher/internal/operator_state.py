@@ -1,5 +1,7 @@
-"""`/internal/operator-state`: the durable state of a task's job, for stateful operators (range_aggregator,
-block_follower), which reach it through the worker wrapper.
+"""`/internal/operator-state`: the durable state of a task's job, for stateful operators that run in a worker
+(block_follower, and any operator using `ctx.load_state`/`ctx.save_state`), which reach it through the worker
+wrapper. range_aggregator and range_splitter run in the dispatcher and use the state table directly
+(`loops/operators.py`).
 
 Workers hold no database credentials, so the state lives behind the attempt gate like every other call of an
 attempt. A save is a compare-and-swap on `revision` that stores the events the new state accounts for in the
