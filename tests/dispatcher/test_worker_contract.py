@@ -177,3 +177,51 @@ def test_batch_calls_answer_each_item_like_its_single_call(stack: Stack) -> None
         assert accepted["response"]["task_status"] == "Completed"
         empty = internal.post("/internal/task-complete-batch", json={"completions": []})
         assert empty.status_code == 400
+
+
+SOURCE_AND_SINK = """
+dag: batched
+jobs:
+  source: {activation: source, operator: noop}
+  sink:
+    operator: noop
+    inputs: [{from: {job: source}}]
+    scaling: {max_concurrency: 10}
+"""
+
+
+def test_a_batch_of_completions_counts_each_tasks_events_apart(stack: Stack) -> None:
+    """One events insert serves a whole batch of completions; each task gets its own stored and duplicate counts."""
+    stack.deploy(SOURCE_AND_SINK)
+    with stack.internal() as internal:
+        source = fetch(internal, take_dispatched(stack, internal))
+        scopes = [{"cursor": str(i)} for i in range(3)]
+        emitted = internal.post("/internal/events", json=call(source, events=[{"scope": s} for s in scopes]))
+        assert emitted.json() == {"accepted": 3, "duplicates": 0}
+        taken: list[str] = []
+
+        def poll() -> list[str] | None:
+            answer = internal.post("/internal/task-poll", json={"runtime": "ecs_python", "worker_id": "t", "wait_s": 1})
+            taken.extend(answer.json()["task_ids"])
+            return taken if len(taken) == 3 else None
+
+        sink_ids = wait_for(poll, 20, "the sink's three tasks")
+        fetched = internal.post("/internal/task-fetch-batch", json={"task_ids": sink_ids, "worker_id": "t"})
+        payloads = [result["payload"] for result in fetched.json()["results"]]
+        # task i emits its input's scope i + 1 times: one stored, i duplicates
+        completions = [
+            call(p, status="succeeded", events=[{"scope": p["input_event"]["scope"]}] * (i + 1))
+            for i, p in enumerate(payloads)
+        ]
+        done = internal.post("/internal/task-complete-batch", json={"completions": completions})
+        assert done.status_code == 200, done.text
+        answers = {result["task_id"]: result["response"] for result in done.json()["results"]}
+        for i, payload in enumerate(payloads):
+            answer = answers[payload["task_id"]]
+            assert (answer["task_status"], answer["accepted_events"], answer["duplicate_events"]) == ("Completed", 1, i)
+    stored = stack.sql(
+        "SELECT producer_task_id::text AS task_id, count(*) AS n FROM events"
+        " WHERE producer_task_id = ANY(%(ids)s::uuid[]) GROUP BY producer_task_id",
+        {"ids": sink_ids},
+    )
+    assert sorted((row["task_id"], row["n"]) for row in stored) == sorted((task_id, 1) for task_id in sink_ids)
