@@ -99,9 +99,11 @@ inserted AS (
     RETURNING task_id, input_event_id
 ),
 lineage AS (
+    -- each new task's input event by primary key (a generic plan joined the new tasks to the batch by a nested loop)
     INSERT INTO task_inputs (task_id, event_id, dataset_uuid, dataset_version)
-    SELECT i.task_id, i.input_event_id, b.dataset_uuid, b.dataset_version
-    FROM inserted i JOIN batch b ON b.event_id = i.input_event_id
+    SELECT i.task_id, i.input_event_id, e.dataset_uuid, e.dataset_version
+    FROM inserted i
+    CROSS JOIN LATERAL (SELECT dataset_uuid, dataset_version FROM events WHERE event_id = i.input_event_id OFFSET 0) e
 ),
 routed AS (
     UPDATE events SET routed_at = now() WHERE event_id IN (SELECT event_id FROM batch)
@@ -147,7 +149,7 @@ candidates AS (
     CROSS JOIN room r
     LEFT JOIN in_flight f ON f.job_id = s.job_id
     CROSS JOIN LATERAL (
-        SELECT t.task_id, t.job_id, t.not_before, t.created_at
+        SELECT t.task_id, t.job_id, t.not_before, t.created_at, t.ctid AS row_id
         FROM tasks t
         WHERE t.job_id = s.job_id AND t.status = 'Queued' AND t.runtime = %(runtime)s AND t.partition_key IS NULL
         ORDER BY t.input_event_id, t.created_at, t.task_id
@@ -155,13 +157,13 @@ candidates AS (
     ) c
     UNION ALL
     -- PerPartition: the oldest queued task of each partition with nothing in flight
-    SELECT c.task_id, c.job_id, c.not_before, c.created_at, s.dag_id, s.worker_pool, s.timeout_s
+    SELECT c.task_id, c.job_id, c.not_before, c.created_at, c.row_id, s.dag_id, s.worker_pool, s.timeout_s
     FROM job_settings s
     LEFT JOIN in_flight f ON f.job_id = s.job_id
     CROSS JOIN LATERAL (
         SELECT h.* FROM (
             SELECT DISTINCT ON (t.partition_key) t.task_id, t.job_id, t.partition_key, t.not_before,
-                   t.created_at, t.input_event_id
+                   t.created_at, t.input_event_id, t.ctid AS row_id
             FROM tasks t
             WHERE t.job_id = s.job_id AND t.status = 'Queued' AND t.runtime = %(runtime)s
               AND t.partition_key IS NOT NULL
@@ -176,7 +178,7 @@ candidates AS (
     ) c
 ),
 picked AS (
-    SELECT c.task_id, c.job_id, c.dag_id, c.worker_pool, c.timeout_s
+    SELECT c.task_id, c.row_id, c.job_id, c.dag_id, c.worker_pool, c.timeout_s
     FROM candidates c
     WHERE c.not_before <= now()
     ORDER BY c.not_before, c.created_at
@@ -201,9 +203,15 @@ leased AS (
     RETURNING task_id
 ),
 dispatched AS (
+    -- The picked rows by their row ids, a TID scan whatever the plan: as `task_id IN (SELECT ...)`, a generic plan
+    -- read every queued task and compared it with each picked one, and `task_id = ANY(...)` took the queue-head
+    -- index (the task id is its last column) once per task. The status is checked through a CASE so that no partial
+    -- index on `status = 'Queued'` is a candidate. A row updated since the pass read it is rechecked in its new
+    -- version, as before.
     UPDATE tasks t SET status = 'Dispatched', dispatched_at = clock_timestamp(), updated_at = now()
-    WHERE t.task_id IN (SELECT task_id FROM picked WHERE worker_pool IS NULL UNION ALL SELECT task_id FROM leased)
-      AND t.status = 'Queued'
+    WHERE t.ctid = ANY(ARRAY(SELECT row_id FROM picked WHERE worker_pool IS NULL
+                             UNION ALL SELECT p.row_id FROM leased l JOIN picked p ON p.task_id = l.task_id))
+      AND CASE WHEN t.status = 'Queued' THEN true ELSE false END
     RETURNING t.task_id, t.runtime, t.input_event_id, t.dispatched_at
 ),
 enqueued AS (
