@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from uuid import UUID
 
 import psycopg
 
 from dispatcher.loops.context import LoopContext
 from dispatcher.operators import OPERATORS
-from dispatcher.operators.base import InputEvent, TaskError
+from dispatcher.operators.base import InputEvent, State, TaskError
 from dispatcher.repositories import operator_state as state_repo
 from dispatcher.repositories import operator_tasks as repo
 from dispatcher.repositories import tasks as tasks_repo
@@ -39,17 +40,60 @@ log = get_logger(__name__)
 
 async def run_operator_tasks(ctx: LoopContext) -> int:
     """One pass; returns how many tasks it finished."""
-    outcomes: list[tuple[UUID, str | None]] = []
-    emitted: list[tuple[UUID, EmittedEvent]] = []
     async with ctx.pool.connection() as conn, conn.transaction():
         await repo.lock_operator_runs(conn)
         rows = await repo.ready_operator_tasks(conn, ctx.settings.operator_batch)
+        outcomes: list[tuple[Row, str | None]] = []
+        emitted: list[tuple[UUID, EmittedEvent]] = []
         for job_rows in _by_job(rows):
-            await _run_job(conn, job_rows, ctx.settings.operator_pass_events, outcomes, emitted)
+            run = await _apply_job(conn, job_rows, ctx.settings.operator_pass_events)
+            await _store_state(conn, job_rows[0], run, run.outcomes[-1][0]["task_id"])
+            outcomes += run.outcomes
+            emitted += [(row["task_id"], event) for row, event in run.emitted]
         if not outcomes:
             return 0
-        attempts = await repo.record_operator_attempts(conn, outcomes)
+        attempts = await repo.record_operator_attempts(conn, [(row["task_id"], error) for row, error in outcomes])
         await tasks_repo.insert_events(conn, [(task_id, attempts[task_id], event) for task_id, event in emitted])
+    report_finished(ctx, [(row["task_id"], error) for row, error in outcomes], bool(emitted))
+    return len(outcomes)
+
+
+@dataclass
+class Applied:
+    """What a router pass applied: the tasks it inserted, the finished ones' outcomes, whether they emitted events."""
+
+    tasks: int
+    outcomes: list[tuple[UUID, str | None]]
+    emitted: bool
+
+
+async def apply_routed(conn: Connection, rows: list[Row], events_per_pass: int) -> Applied:
+    """A router pass's share (`route_events`' rows, by job in event order; call holding the operator lock): each
+    job's tasks applied as a pass of the loop applies them, then inserted finished, with their attempts, the job's
+    state and their events; tasks past a job's event budget are inserted Queued, for the loop."""
+    tasks: list[tuple[Row, bool, str | None]] = []
+    runs: list[tuple[Row, _JobRun]] = []
+    for _, grouped in itertools.groupby(rows, key=lambda row: row["job_id"]):
+        job_rows = list(grouped)
+        run = await _apply_job(conn, job_rows, events_per_pass)
+        tasks += [(row, True, error) for row, error in run.outcomes]
+        tasks += [(row, False, None) for row in job_rows[len(run.outcomes) :]]
+        runs.append((job_rows[0], run))
+    ids = {(row["job_id"], row["event_id"]): row for row in await tasks_repo.insert_applied_tasks(conn, tasks)}
+    emitted: list[tuple[UUID, UUID, EmittedEvent]] = []
+    for job, run in runs:
+        last = run.outcomes[-1][0]
+        await _store_state(conn, job, run, ids[(last["job_id"], last["event_id"])]["task_id"])
+        for row, event in run.emitted:
+            task = ids[(row["job_id"], row["event_id"])]
+            emitted.append((task["task_id"], task["attempt_id"], event))
+    await tasks_repo.insert_events(conn, emitted)
+    outcomes = [(ids[(row["job_id"], row["event_id"])]["task_id"], error) for row, ran, error in tasks if ran]
+    return Applied(len(tasks), outcomes, bool(emitted))
+
+
+def report_finished(ctx: LoopContext, outcomes: list[tuple[UUID, str | None]], emitted: bool) -> None:
+    """After the commit: metrics, a warning per failed task, and the notifications."""
     ctx.metrics.attempts.inc(len(outcomes))
     for task_id, error in outcomes:
         if error is not None:
@@ -57,7 +101,6 @@ async def run_operator_tasks(ctx: LoopContext) -> int:
     ctx.notifications.publish("trace_tasks")
     if emitted:
         ctx.notifications.publish("trace_events")
-    return len(outcomes)
 
 
 def _by_job(rows: list[Row]) -> Iterator[list[Row]]:
@@ -68,42 +111,54 @@ def _by_job(rows: list[Row]) -> Iterator[list[Row]]:
             yield ready
 
 
-async def _run_job(
-    conn: Connection,
-    rows: list[Row],
-    events_per_pass: int,
-    outcomes: list[tuple[UUID, str | None]],
-    emitted: list[tuple[UUID, EmittedEvent]],
-) -> None:
-    """Apply one job's tasks and store its state; their outcomes and events go to `outcomes` and `emitted`. The
-    job's tasks stop once they emitted `events_per_pass` events (a splitter's range may be 100,000 units): one
-    transaction holds no more, and the rest wait for the next pass."""
+@dataclass
+class _JobRun:
+    """What applying a job's tasks gave: the tasks it took with their errors (None: completed), the events they
+    emitted, and the job's stored state (row locked) with the state to store (None: unchanged)."""
+
+    outcomes: list[tuple[Row, str | None]] = field(default_factory=list)
+    emitted: list[tuple[Row, EmittedEvent]] = field(default_factory=list)
+    stored: Row | None = None
+    state: State = None
+
+
+async def _apply_job(conn: Connection, rows: list[Row], events_per_pass: int) -> _JobRun:
+    """Lock the job's state and apply its tasks to it in order. The job's tasks stop once they emitted
+    `events_per_pass` events (a splitter's range may be 100,000 units): one transaction holds no more, and the rest
+    wait for the next pass."""
     job = rows[0]
-    stored = await state_repo.lock_state(conn, job["org_id"], job["job_id"])
-    before = None if stored is None else stored["state"]
+    run = _JobRun(stored=await state_repo.lock_state(conn, job["org_id"], job["job_id"]))
+    before = None if run.stored is None else run.stored["state"]
     try:
         operator_pass = OPERATORS[job["operator"]](job["config"], before)
     except TaskError as error:  # its config does not parse: no task of the job can run
-        outcomes += [(row["task_id"], str(error)) for row in rows]
-        return
+        run.outcomes = [(row, str(error)) for row in rows]
+        return run
     events = 0
     for row in rows:
         try:
             produced = operator_pass.apply(_input(row))
         except TaskError as error:
-            outcomes.append((row["task_id"], str(error)))
+            run.outcomes.append((row, str(error)))
             continue
-        outcomes.append((row["task_id"], None))
-        emitted += [(row["task_id"], event) for event in produced]
+        run.outcomes.append((row, None))
+        run.emitted += [(row, event) for event in produced]
         events += len(produced)
         if events >= events_per_pass:
             break
     state = operator_pass.state()
     if state is not None and state != before:
-        revision = 0 if stored is None else stored["revision"]
-        last = outcomes[-1][0]
-        if await state_repo.swap_state(conn, job["org_id"], job["job_id"], revision, state, last) is None:
-            raise RuntimeError(f"the operator state of job {job['job_id']} changed while it was locked")
+        run.state = state
+    return run
+
+
+async def _store_state(conn: Connection, job: Row, run: _JobRun, last_task: UUID) -> None:
+    """The job's new state, if it changed, saved over the locked row (`last_task`: the last task it accounts for)."""
+    if run.state is None:
+        return
+    revision = 0 if run.stored is None else run.stored["revision"]
+    if await state_repo.swap_state(conn, job["org_id"], job["job_id"], revision, run.state, last_task) is None:
+        raise RuntimeError(f"the operator state of job {job['job_id']} changed while it was locked")
 
 
 def _input(row: Row) -> InputEvent | None:
