@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -46,7 +48,7 @@ async def run_operator_tasks(ctx: LoopContext) -> int:
         outcomes: list[tuple[Row, str | None]] = []
         emitted: list[tuple[UUID, EmittedEvent]] = []
         for job_rows in _by_job(rows):
-            run = await _apply_job(conn, job_rows, ctx.settings.operator_pass_events)
+            run = await _apply_job(conn, job_rows, job_rows[0]["config"], ctx.settings.operator_pass_events)
             await _store_state(conn, job_rows[0], run, run.outcomes[-1][0]["task_id"])
             outcomes += run.outcomes
             emitted += [(row["task_id"], event) for row, event in run.emitted]
@@ -60,36 +62,31 @@ async def run_operator_tasks(ctx: LoopContext) -> int:
 
 @dataclass
 class Applied:
-    """What a router pass applied: the tasks it inserted, the finished ones' outcomes, whether they emitted events."""
+    """What a router pass applied: the finished tasks' outcomes, the tasks it queued, whether they emitted events."""
 
-    tasks: int
     outcomes: list[tuple[UUID, str | None]]
+    queued: int
     emitted: bool
 
 
 async def apply_routed(conn: Connection, rows: list[Row], events_per_pass: int) -> Applied:
-    """A router pass's share (`route_events`' rows, by job in event order; call holding the operator lock): each
-    job's tasks applied as a pass of the loop applies them, then inserted finished, with their attempts, the job's
-    state and their events; tasks past a job's event budget are inserted Queued, for the loop."""
-    tasks: list[tuple[Row, bool, str | None]] = []
-    runs: list[tuple[Row, _JobRun]] = []
+    """A router pass's share (`route_events`' rows, by job in event order; call holding the operator lock): the tasks
+    the pass inserted Completed, each job's applied as a pass of the loop applies them; then the job's state, their
+    events, and the tasks that failed (with their attempt) or, past the job's event budget, wait for the loop."""
+    outcomes: list[tuple[UUID, str | None]] = []
+    amends: list[tuple[UUID, str | None]] = []
+    emitted: list[tuple[UUID, UUID, EmittedEvent]] = []
     for _, grouped in itertools.groupby(rows, key=lambda row: row["job_id"]):
         job_rows = list(grouped)
-        run = await _apply_job(conn, job_rows, events_per_pass)
-        tasks += [(row, True, error) for row, error in run.outcomes]
-        tasks += [(row, False, None) for row in job_rows[len(run.outcomes) :]]
-        runs.append((job_rows[0], run))
-    ids = {(row["job_id"], row["event_id"]): row for row in await tasks_repo.insert_applied_tasks(conn, tasks)}
-    emitted: list[tuple[UUID, UUID, EmittedEvent]] = []
-    for job, run in runs:
-        last = run.outcomes[-1][0]
-        await _store_state(conn, job, run, ids[(last["job_id"], last["event_id"])]["task_id"])
-        for row, event in run.emitted:
-            task = ids[(row["job_id"], row["event_id"])]
-            emitted.append((task["task_id"], task["attempt_id"], event))
+        run = await _apply_job(conn, job_rows, json.loads(job_rows[0]["config"]), events_per_pass)
+        await _store_state(conn, job_rows[0], run, run.outcomes[-1][0]["task_id"])
+        outcomes += [(row["task_id"], error) for row, error in run.outcomes]
+        amends += [(row["task_id"], error) for row, error in run.outcomes if error is not None]
+        amends += [(row["task_id"], None) for row in job_rows[len(run.outcomes) :]]
+        emitted += [(row["task_id"], row["attempt_id"], event) for row, event in run.emitted]
+    await tasks_repo.amend_applied_tasks(conn, amends)
     await tasks_repo.insert_events(conn, emitted)
-    outcomes = [(ids[(row["job_id"], row["event_id"])]["task_id"], error) for row, ran, error in tasks if ran]
-    return Applied(len(tasks), outcomes, bool(emitted))
+    return Applied(outcomes, len(rows) - len(outcomes), bool(emitted))
 
 
 def report_finished(ctx: LoopContext, outcomes: list[tuple[UUID, str | None]], emitted: bool) -> None:
@@ -122,15 +119,15 @@ class _JobRun:
     state: State = None
 
 
-async def _apply_job(conn: Connection, rows: list[Row], events_per_pass: int) -> _JobRun:
-    """Lock the job's state and apply its tasks to it in order. The job's tasks stop once they emitted
-    `events_per_pass` events (a splitter's range may be 100,000 units): one transaction holds no more, and the rest
-    wait for the next pass."""
+async def _apply_job(conn: Connection, rows: list[Row], config: dict[str, Any], events_per_pass: int) -> _JobRun:
+    """Lock the job's state and apply its tasks to it in order, with the job's `config`. The job's tasks stop once
+    they emitted `events_per_pass` events (a splitter's range may be 100,000 units): one transaction holds no more,
+    and the rest wait for the next pass."""
     job = rows[0]
     run = _JobRun(stored=await state_repo.lock_state(conn, job["org_id"], job["job_id"]))
     before = None if run.stored is None else run.stored["state"]
     try:
-        operator_pass = OPERATORS[job["operator"]](job["config"], before)
+        operator_pass = OPERATORS[job["operator"]](config, before)
     except TaskError as error:  # its config does not parse: no task of the job can run
         run.outcomes = [(row, str(error)) for row in rows]
         return run

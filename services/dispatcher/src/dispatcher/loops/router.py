@@ -41,7 +41,7 @@ async def route_pending_events(ctx: LoopContext) -> int:
         ctx.metrics.routed_events.inc(events)
         if applied is not None:
             operators.report_finished(ctx, applied.outcomes, applied.emitted)
-            tasks += applied.tasks - len(applied.outcomes)  # the queued ones
+            tasks += applied.queued
         if tasks:
             ctx.notifications.notify_local("trace_tasks")
         if events < ctx.settings.router_batch:

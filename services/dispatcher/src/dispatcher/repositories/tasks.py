@@ -40,30 +40,20 @@ async def source_job(conn: Connection, org_id: UUID, dag_name: str, job_name: st
 
 
 async def route_events(conn: Connection, limit: int, applying: bool) -> tuple[int, int, list[Row]]:
-    """One router pass (in a transaction): events routed, tasks made and, when `applying`, the tasks of the
-    dispatcher's own operators for the pass to apply (not made yet; by job, in event order)."""
+    """One router pass (in a transaction): events routed, tasks queued and, when `applying`, the tasks of the
+    dispatcher's own operators for the pass to apply (inserted Completed with their attempt; by job, in event
+    order)."""
     await conn.execute(Q["plan_router_pass"])
     rows = await _all(conn, "route_events", {"limit": limit, "applying": applying})
     return int(rows[0]["events"]), int(rows[0]["tasks"]), [row for row in rows if row["job_id"] is not None]
 
 
-async def insert_applied_tasks(conn: Connection, tasks: list[tuple[Row, bool, str | None]]) -> list[Row]:
-    """The tasks of `route_events`'s rows: `(row, applied, error)`, applied ones finished with their attempt, the
-    others Queued; each task's `job_id`, `event_id`, `task_id` and `attempt_id` (None when queued)."""
-    params = {
-        "event_ids": [row["event_id"] for row, _, _ in tasks],
-        "job_ids": [row["job_id"] for row, _, _ in tasks],
-        "org_ids": [row["org_id"] for row, _, _ in tasks],
-        "dag_ids": [row["dag_id"] for row, _, _ in tasks],
-        "version_ids": [row["dag_version_id"] for row, _, _ in tasks],
-        "max_attempts": [row["max_attempts"] for row, _, _ in tasks],
-        "partition_keys": [row["partition_key"] for row, _, _ in tasks],
-        "dataset_uuids": [row["dataset_uuid"] for row, _, _ in tasks],
-        "dataset_versions": [row["dataset_version"] for row, _, _ in tasks],
-        "errors": [error for _, _, error in tasks],
-        "applied": [applied for _, applied, _ in tasks],
-    }
-    return await _all(conn, "insert_applied_tasks", params)
+async def amend_applied_tasks(conn: Connection, amends: list[tuple[UUID, str | None]]) -> None:
+    """Tasks `route_events` inserted Completed that did not complete: `(task_id, error)` fails the task and its
+    attempt, `(task_id, None)` puts it back in the queue, without an attempt."""
+    if amends:
+        params = {"task_ids": [task_id for task_id, _ in amends], "errors": [error for _, error in amends]}
+        await conn.execute(Q["amend_applied_tasks"], params)
 
 
 async def dispatch_ready_tasks(
