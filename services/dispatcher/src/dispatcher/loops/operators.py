@@ -6,10 +6,11 @@ per-block events crawled at ~15 blocks/s. A pass here takes each such job's olde
 (`TRACE_OPERATOR_BATCH`; fewer once they emitted `TRACE_OPERATOR_PASS_EVENTS`) and, in one transaction, applies
 them in event order, stores each job's operator state, inserts the events they emit (deduplicated on (producer
 task, dataset, scope) as always), and records one attempt per task (worker `dispatcher`) with the task's outcome.
-A crash before the commit leaves all of it undone.
+A crash before the commit leaves all of it undone. The router applies the tasks it makes the same way, in its own
+pass (`apply_routed`), unless their job has queued tasks: those, and what comes after them, are this loop's.
 
-Order (SPEC §4): passes never overlap (an advisory lock, across replicas too), and a pass applies a job's tasks one
-after another in event order, each to the state the one before left. So no two tasks of a job ever run at once, which
+Order (SPEC §4): passes never overlap, the router's included (an advisory lock, across replicas too), and a pass
+applies a job's tasks one after another in event order, each to the state the one before left. So no two tasks of a job ever run at once, which
 is within every `max_concurrency`, keeps event order for `PerUpdate`, and keeps it within each partition for
 `PerPartition`. A task waiting for its retry time keeps its place: nothing after it in its job runs before it.
 """

@@ -1,7 +1,7 @@
 """Router: new events become one task per subscribed job, a batch per statement.
 
-The tasks of the operators the dispatcher runs itself (loops/operators.py) are applied in the same pass, before it
-commits, and inserted finished (`TRACE_ROUTER_APPLIES_OPERATORS`): inserted Queued, each would cost a second pass that
+The tasks of the operators the dispatcher runs itself (loops/operators.py) are inserted Completed and applied in the
+same pass, before it commits (`TRACE_ROUTER_APPLIES_OPERATORS`): inserted Queued, each would cost a second pass that
 finds, locks and updates it. A job with a queued task of its own (waiting for the operator loop or for its retry time)
 gets its new tasks Queued behind it, so nothing overtakes it. The pass holds the operator loop's lock, taken before
 its snapshot: the two never overlap, so each job's tasks are still applied one after another, in event order.
