@@ -10,9 +10,10 @@ A crash before the commit leaves all of it undone. The router applies the tasks 
 pass (`apply_routed`), unless their job has queued tasks: those, and what comes after them, are this loop's.
 
 Order (SPEC §4): passes never overlap, the router's included (an advisory lock, across replicas too), and a pass
-applies a job's tasks one after another in event order, each to the state the one before left. So no two tasks of a job ever run at once, which
-is within every `max_concurrency`, keeps event order for `PerUpdate`, and keeps it within each partition for
-`PerPartition`. A task waiting for its retry time keeps its place: nothing after it in its job runs before it.
+applies a job's tasks one after another in event order, each to the state the one before left. So no two tasks of a
+job ever run at once, which is within every `max_concurrency`, keeps event order for `PerUpdate`, and keeps it within
+each partition for `PerPartition`. A task waiting for its retry time keeps its place: nothing after it in its job runs
+before it.
 """
 
 from __future__ import annotations
