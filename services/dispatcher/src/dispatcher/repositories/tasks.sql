@@ -29,9 +29,11 @@ RETURNING task_id;
 SET LOCAL enable_bitmapscan = off;
 
 -- name: route_events --
--- One pass of the router: a batch of unrouted events becomes one task per subscribed job and event.
+-- One pass of the router: a batch of unrouted events becomes one task per subscribed job and event. The tasks of the
+-- dispatcher's own operators are inserted Completed, each with its attempt, when the pass applies them itself
+-- (loops/operators.py, `apply_routed`, before the commit, amends those that fail or wait); they come back as rows.
 WITH batch AS (
-    SELECT e.event_id, e.dataset_uuid, e.dataset_version, e.partition_key, e.range_start, e.range_end,
+    SELECT e.event_id, e.dataset_uuid, e.dataset_version, e.kind, e.partition_key, e.range_start, e.range_end,
            e.scope_cursor
     FROM events e
     WHERE e.routed_at IS NULL
@@ -79,24 +81,91 @@ targets AS (
                     AND pj.activation = 'reactive')
     ORDER BY s.event_id, s.job_id, (vj.dag_version_id = d.rebuilding_version_id) DESC
 ),
+marked AS MATERIALIZED (
+    -- `applied`: the pass applies the task itself. So are those of the dispatcher's own operators (runtime
+    -- `dispatcher`), when the job has no queued task (waiting for the operator loop, or for its retry time) that the
+    -- event would overtake, and no task for the event yet (a take-over makes tasks of unrouted events); the pass
+    -- holds the operator lock, so no such task appears before it commits. Every column the statement needs later is
+    -- carried here, ids too: the planner guesses one row per CTE, and CTEs joined to each other were nested loops
+    -- over 1,000 × 1,000 rows.
+    SELECT t.event_id, t.job_id, t.org_id, t.dag_id, t.dag_version_id, t.runtime, t.max_attempts,
+           task_partition_key(t.execution_strategy, b.partition_key, b.range_start, b.range_end) AS partition_key,
+           b.dataset_uuid, b.dataset_version, b.kind, b.range_start, b.range_end,
+           %(applying)s AND t.runtime = 'dispatcher'
+               AND NOT EXISTS (SELECT 1 FROM tasks q WHERE q.job_id = t.job_id AND q.status = 'Queued')
+               AND NOT EXISTS (SELECT 1 FROM tasks q WHERE q.job_id = t.job_id AND q.input_event_id = t.event_id)
+               AS applied,
+           gen_random_uuid() AS task_id, gen_random_uuid() AS attempt_id
+    FROM targets t JOIN batch b ON b.event_id = t.event_id
+),
 inserted AS (
     INSERT INTO tasks (org_id, dag_id, dag_version_id, job_id, input_event_id, runtime, partition_key,
                        max_attempts)
-    SELECT t.org_id, t.dag_id, t.dag_version_id, t.job_id, t.event_id, t.runtime,
-           task_partition_key(t.execution_strategy, b.partition_key, b.range_start, b.range_end), t.max_attempts
-    FROM targets t JOIN batch b ON b.event_id = t.event_id
+    SELECT org_id, dag_id, dag_version_id, job_id, event_id, runtime, partition_key, max_attempts
+    FROM marked
+    WHERE NOT applied
     ON CONFLICT (job_id, input_event_id) DO NOTHING
     RETURNING task_id, input_event_id
+),
+applied_tasks AS (
+    -- no ON CONFLICT: `marked` saw no task of the event, and a conflict undoes the pass rather than leave its attempt
+    -- and events without their task
+    INSERT INTO tasks (task_id, org_id, dag_id, dag_version_id, job_id, input_event_id, runtime, partition_key,
+                       max_attempts, status, attempt_count, finished_at)
+    SELECT task_id, org_id, dag_id, dag_version_id, job_id, event_id, runtime, partition_key, max_attempts,
+           'Completed', 1, now()
+    FROM marked
+    WHERE applied
+),
+applied_attempts AS (
+    -- a token hash of nothing anyone holds: no call of the internal API can claim the attempt
+    INSERT INTO task_attempts (attempt_id, task_id, attempt_number, attempt_token_hash, status, lease_expires_at,
+                               worker_id, finished_at)
+    SELECT attempt_id, task_id, 1, sha256(uuid_send(gen_random_uuid())), 'Succeeded', now(), 'dispatcher', now()
+    FROM marked
+    WHERE applied
 ),
 lineage AS (
     INSERT INTO task_inputs (task_id, event_id, dataset_uuid, dataset_version)
     SELECT i.task_id, i.input_event_id, b.dataset_uuid, b.dataset_version
     FROM inserted i JOIN batch b ON b.event_id = i.input_event_id
+    UNION ALL
+    SELECT task_id, event_id, dataset_uuid, dataset_version FROM marked WHERE applied
 ),
 routed AS (
     UPDATE events SET routed_at = now() WHERE event_id IN (SELECT event_id FROM batch)
+),
+counts AS (
+    SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM inserted) AS tasks
 )
-SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM inserted) AS tasks;
+-- the counts, with each applied task (one row of nulls when there is none), by job then event; the job's config as
+-- text, parsed once per job
+SELECT c.events, c.tasks, m.job_id, m.event_id, m.task_id, m.attempt_id, m.org_id, m.kind, m.range_start,
+       m.range_end, j.operator, j.config::text AS config
+FROM counts c
+LEFT JOIN (marked m JOIN jobs j ON j.job_id = m.job_id) ON m.applied
+ORDER BY m.job_id, m.event_id;
+
+-- name: amend_applied_tasks --
+-- The tasks of a router pass that did not complete (loops/operators.py, `apply_routed`): failed ones (`error`) with
+-- their attempt; those past the pass's event budget (`error` null) back to Queued without one, for the operator loop.
+WITH incoming AS (
+    SELECT * FROM unnest(%(task_ids)b::uuid[], %(errors)b::text[]) AS i(task_id, error)
+),
+attempts AS (
+    UPDATE task_attempts a SET status = 'Failed', error = i.error
+    FROM incoming i WHERE a.task_id = i.task_id AND i.error IS NOT NULL AND a.task_id = ANY(%(task_ids)b::uuid[])
+),
+dropped AS (
+    DELETE FROM task_attempts a USING incoming i
+    WHERE a.task_id = i.task_id AND i.error IS NULL AND a.task_id = ANY(%(task_ids)b::uuid[])
+)
+UPDATE tasks t
+SET status = CASE WHEN i.error IS NULL THEN 'Queued' ELSE 'Failed' END, last_error = i.error,
+    attempt_count = CASE WHEN i.error IS NULL THEN 0 ELSE 1 END,
+    finished_at = CASE WHEN i.error IS NULL THEN NULL ELSE t.finished_at END
+FROM incoming i
+WHERE t.task_id = i.task_id AND t.task_id = ANY(%(task_ids)b::uuid[]);
 
 -- name: dispatch_ready_tasks --
 -- One pass of the scheduler for one runtime: pick ready tasks within every limit (runtime in-flight,
