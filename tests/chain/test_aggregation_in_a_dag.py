@@ -1,7 +1,8 @@
 """range_aggregator and range_splitter in running DAGs, run inside the dispatcher: the same blocks give the same
 manifests in two DAGs, the splitter gives the blocks back, each task keeps one attempt of worker `dispatcher` in the
 tasks API; a gap fails its task without a retry, a reorg re-emits an emitted range as an invalidation, a task
-waiting for its retry keeps its place, and passes that race apply every task once, in event order."""
+waiting for its retry keeps its place, and passes that race apply every task once, in event order. The router applies
+the tasks it makes in the same pass, unless the job has queued tasks; a pass that fails leaves nothing of it."""
 
 from __future__ import annotations
 
@@ -134,8 +135,15 @@ def stepped(database_url: str, tmp_path: Path) -> Iterator[Stack]:
 
 @pytest.fixture
 def loops(stepped: Stack) -> Iterator[Loops]:
-    """The loops, run by the test on `stepped`'s database."""
-    with Loops.running(stepped.database_url, operator_batch=3) as running:
+    """The loops, run by the test on `stepped`'s database, with the router leaving the tasks to the operator loop."""
+    with Loops.running(stepped.database_url, operator_batch=3, router_applies_operators=False) as running:
+        yield running
+
+
+@pytest.fixture
+def applying(stepped: Stack) -> Iterator[Loops]:
+    """The loops as the leader runs them: the router applies the tasks it makes."""
+    with Loops.running(stepped.database_url) as running:
         yield running
 
 
@@ -258,7 +266,7 @@ SPLIT = SOURCE.replace("dag: stepped", "dag: split").replace("range_size: 4", "r
 
 def test_a_pass_stops_taking_a_jobs_tasks_once_they_emitted_its_events_budget(stepped: Stack) -> None:
     """A splitter's range may be 100,000 units: a pass holds at most TRACE_OPERATOR_PASS_EVENTS events (here 5)."""
-    with Loops.running(stepped.database_url, operator_pass_events=5) as loops:
+    with Loops.running(stepped.database_url, operator_pass_events=5, router_applies_operators=False) as loops:
         deploy_and_emit(stepped, loops, SPLIT, 9)
         assert loops.operators() == 9  # the aggregator's 3 manifests stay under the budget
         loops.route()
@@ -268,3 +276,137 @@ def test_a_pass_stops_taking_a_jobs_tasks_once_they_emitted_its_events_budget(st
            JOIN jobs j USING (job_id) WHERE j.job_name = 'units' ORDER BY e.event_id"""
     )
     assert [u["range_start"] for u in units] == list(range(9))
+
+
+def attempts_of(stack: Stack, job: str) -> list[dict[str, Any]]:
+    return stack.sql(
+        """SELECT a.attempt_number, a.status, a.worker_id FROM task_attempts a JOIN tasks t USING (task_id)
+           JOIN jobs j USING (job_id) WHERE j.job_name = %(job)s ORDER BY t.input_event_id""",
+        {"job": job},
+    )
+
+
+def test_the_router_applies_the_tasks_it_makes_in_order_with_one_attempt_each(stepped: Stack, applying: Loops) -> None:
+    source = deploy_and_emit(stepped, applying, SOURCE, 5)
+    tasks = ranges_tasks(stepped)
+    assert [(t["status"], t["attempt_count"], t["range_start"]) for t in tasks] == [
+        ("Completed", 1, n) for n in range(5)
+    ]
+    assert (
+        attempts_of(stepped, "ranges") == [{"attempt_number": 1, "status": "Succeeded", "worker_id": "dispatcher"}] * 5
+    )
+    assert manifests(stepped) == [("data", "0_3")]
+    [manifest] = stepped.sql("SELECT producer_task_id, producer_attempt_id FROM events WHERE partition_key = '0_3'")
+    [last] = stepped.sql(
+        "SELECT task_id, attempt_id FROM task_attempts WHERE task_id = %(t)s", {"t": tasks[3]["task_id"]}
+    )
+    assert (manifest["producer_task_id"], manifest["producer_attempt_id"]) == (last["task_id"], last["attempt_id"])
+    lineage = stepped.sql(
+        """SELECT count(*) AS n FROM task_inputs i JOIN tasks t USING (task_id)
+           WHERE t.input_event_id = i.event_id AND t.task_id = ANY(%(t)s)""",
+        {"t": [t["task_id"] for t in tasks]},
+    )
+    assert lineage == [{"n": 5}]
+    [state] = stepped.sql("SELECT state, updated_by_task_id FROM operator_state")
+    assert state == {
+        "state": {"next_block": 5, "first_range": 0, "dirty": []},
+        "updated_by_task_id": tasks[4]["task_id"],
+    }
+    assert applying.operators() == 0  # nothing left for the loop
+
+    with stepped.internal() as internal:
+        emit(applying, internal, source, block(7))  # a gap: failed at once, not retried
+        gap = ranges_tasks(stepped)[-1]
+        assert (gap["status"], gap["attempt_count"]) == ("Failed", 1)
+        assert "blocks 7..7 arrived but block 5 comes next" in gap["last_error"]
+        emit(applying, internal, source, reorg(2, 4), *(block(n, "b") for n in range(2, 5)))
+    assert manifests(stepped) == [("data", "0_3"), ("invalidation", "0_3")]
+    [state] = stepped.sql("SELECT state FROM operator_state")
+    assert state["state"] == {"next_block": 5, "first_range": 0, "dirty": []}
+    # (the same state as before the reorg: not saved again)
+
+
+def test_a_job_with_a_queued_task_is_not_overtaken(stepped: Stack, loops: Loops, applying: Loops) -> None:
+    """Tasks left to the loop (here by a router that does not apply them), the first waiting for its retry time: the
+    applying router queues the job's new tasks behind them, and the loop applies all of them in event order."""
+    source = deploy_and_emit(stepped, loops, SOURCE, 4)
+    first = ranges_tasks(stepped)[0]["task_id"]
+    stepped.sql(
+        "UPDATE tasks SET not_before = now() + interval '1 hour' WHERE task_id = %(t)s RETURNING task_id", {"t": first}
+    )
+    with stepped.internal() as internal:
+        emit(applying, internal, source, *(block(n) for n in range(4, 8)))
+    assert [t["status"] for t in ranges_tasks(stepped)] == ["Queued"] * 8
+    assert applying.operators() == 0
+    stepped.sql("UPDATE tasks SET not_before = now() WHERE task_id = %(t)s RETURNING task_id", {"t": first})
+    assert applying.operators() == 8
+    assert manifests(stepped) == [("data", "0_3"), ("data", "4_7")]
+    assert [t["status"] for t in ranges_tasks(stepped)] == ["Completed"] * 8
+    # the queue drained: the router applies the next block itself
+    with stepped.internal() as internal:
+        emit(applying, internal, source, block(8))
+    assert ranges_tasks(stepped)[-1]["status"] == "Completed"
+
+
+def test_a_config_that_no_longer_parses_fails_the_tasks_the_router_applies(stepped: Stack, applying: Loops) -> None:
+    stepped.deploy(SOURCE)
+    stepped.sql("""UPDATE jobs SET config = '{"range_size": 0}' WHERE job_name = 'ranges' RETURNING job_id""")
+    applying.dispatch()
+    with stepped.internal() as internal:
+        source = fetch(internal, take_dispatched(stepped, internal))
+        emit(applying, internal, source, block(0), block(1))
+    failed = ranges_tasks(stepped)
+    assert [(t["status"], t["attempt_count"]) for t in failed] == [("Failed", 1)] * 2
+    assert all(t["last_error"].startswith("range_aggregator: config.range_size: ") for t in failed)
+    assert attempts_of(stepped, "ranges") == [{"attempt_number": 1, "status": "Failed", "worker_id": "dispatcher"}] * 2
+    assert stepped.sql("SELECT state FROM operator_state") == []
+
+
+def test_a_router_pass_that_fails_while_applying_leaves_nothing_and_the_next_one_applies_it(
+    stepped: Stack, applying: Loops, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the tasks' insert and the commit (here the events' insert fails): no task, attempt, event or
+    state of the pass is left, its events stay unrouted, and the next pass applies each task once."""
+    from dispatcher.repositories import tasks as tasks_repo
+
+    stepped.deploy(SOURCE)
+    applying.dispatch()
+    insert_events = tasks_repo.insert_events
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("the dispatcher died here")
+
+    monkeypatch.setattr(tasks_repo, "insert_events", broken)
+    with stepped.internal() as internal:
+        source = fetch(internal, take_dispatched(stepped, internal))
+        answer = internal.post("/internal/events", json=call(source, events=[block(n) for n in range(6)]))
+        assert answer.status_code == 200, answer.text
+    with pytest.raises(RuntimeError, match="died here"):
+        applying.route()
+    assert ranges_tasks(stepped) == []
+    assert stepped.sql("SELECT count(*) AS n FROM task_attempts WHERE worker_id = 'dispatcher'") == [{"n": 0}]
+    assert stepped.sql("SELECT state FROM operator_state") == []
+    assert manifests(stepped) == []
+    assert stepped.sql("SELECT count(*) AS n FROM events WHERE routed_at IS NULL") == [{"n": 6}]
+
+    monkeypatch.setattr(tasks_repo, "insert_events", insert_events)
+    assert applying.route() == 6
+    assert [(t["status"], t["attempt_count"]) for t in ranges_tasks(stepped)] == [("Completed", 1)] * 6
+    assert manifests(stepped) == [("data", "0_3")]
+    assert len(attempts_of(stepped, "ranges")) == 6
+
+
+def test_the_router_queues_a_jobs_tasks_past_its_events_budget(stepped: Stack) -> None:
+    """As a pass of the loop, a router pass stops applying a job's tasks once they emitted
+    TRACE_OPERATOR_PASS_EVENTS (here 5) events; the rest are queued, and the loop applies them."""
+    with Loops.running(stepped.database_url, operator_pass_events=5) as loops:
+        deploy_and_emit(stepped, loops, SPLIT, 9)  # the aggregator's 3 manifests: under the budget
+        loops.route()  # the splitter: 3 units, then 6 >= 5, so the third manifest's task waits
+        units = stepped.task_statuses("units")
+        assert sorted(units) == ["Completed", "Completed", "Queued"]
+        assert loops.operators() == 1
+    units_events = stepped.sql(
+        """SELECT e.range_start FROM events e JOIN tasks t ON t.task_id = e.producer_task_id
+           JOIN jobs j USING (job_id) WHERE j.job_name = 'units' ORDER BY e.event_id"""
+    )
+    assert [u["range_start"] for u in units_events] == list(range(9))

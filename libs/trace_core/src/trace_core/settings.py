@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         description="A pass of those operators stops taking a job's tasks once they emitted this many events (it "
         "takes one at least): a splitter's range can be 100,000 units.",
     )
+    router_applies_operators: bool = Field(
+        True,
+        description="The router applies the tasks of those operators in the pass that makes them (false: it "
+        "queues them for the operator loop, as for a job with a queued task).",
+    )
     dispatcher_loops: bool = Field(True, description="Campaign for the leader lock and run the loops.")
     loop_coalesce_s: float = Field(
         0.005, ge=0, description="Pause after a busy router or scheduler pass, so the next one takes more at once."

@@ -39,12 +39,21 @@ async def source_job(conn: Connection, org_id: UUID, dag_name: str, job_name: st
     return await _one(conn, "source_job", {"org_id": org_id, "dag_name": dag_name, "job_name": job_name})
 
 
-async def route_events(conn: Connection, limit: int) -> tuple[int, int]:
-    """One router pass (in a transaction): events routed, tasks made."""
+async def route_events(conn: Connection, limit: int, applying: bool) -> tuple[int, int, list[Row]]:
+    """One router pass (in a transaction): events routed, tasks queued and, when `applying`, the tasks of the
+    dispatcher's own operators for the pass to apply (inserted Completed with their attempt; by job, in event
+    order)."""
     await conn.execute(Q["plan_router_pass"])
-    row = await _one(conn, "route_events", {"limit": limit})
-    assert row is not None
-    return int(row["events"]), int(row["tasks"])
+    rows = await _all(conn, "route_events", {"limit": limit, "applying": applying})
+    return int(rows[0]["events"]), int(rows[0]["tasks"]), [row for row in rows if row["job_id"] is not None]
+
+
+async def amend_applied_tasks(conn: Connection, amends: list[tuple[UUID, str | None]]) -> None:
+    """Tasks `route_events` inserted Completed that did not complete: `(task_id, error)` fails the task and its
+    attempt, `(task_id, None)` puts it back in the queue, without an attempt."""
+    if amends:
+        params = {"task_ids": [task_id for task_id, _ in amends], "errors": [error for _, error in amends]}
+        await conn.execute(Q["amend_applied_tasks"], params)
 
 
 async def dispatch_ready_tasks(

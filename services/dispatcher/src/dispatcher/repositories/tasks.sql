@@ -29,11 +29,11 @@ RETURNING task_id;
 SET LOCAL enable_bitmapscan = off;
 
 -- name: route_events --
--- One pass of the router: a batch of unrouted events becomes one task per subscribed job and event. Who subscribes
--- is resolved once per dataset version in the batch (a pass holds a few), not once per event: per event it was a
--- dozen index lookups, about a third of a pass.
+-- One pass of the router: a batch of unrouted events becomes one task per subscribed job and event. The tasks of the
+-- dispatcher's own operators are inserted Completed, each with its attempt, when the pass applies them itself
+-- (loops/operators.py, `apply_routed`, before the commit, amends those that fail or wait); they come back as rows.
 WITH batch AS (
-    SELECT e.event_id, e.dataset_uuid, e.dataset_version, e.partition_key, e.range_start, e.range_end,
+    SELECT e.event_id, e.dataset_uuid, e.dataset_version, e.kind, e.partition_key, e.range_start, e.range_end,
            e.scope_cursor
     FROM events e
     WHERE e.routed_at IS NULL
@@ -41,18 +41,17 @@ WITH batch AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
-producer AS MATERIALIZED (
-    SELECT v.dataset_uuid, v.dataset_version, dv.job_id AS producer_job_id
-    FROM (SELECT DISTINCT dataset_uuid, dataset_version FROM batch) v
-    JOIN dataset_versions dv USING (dataset_uuid, dataset_version)
+producer AS (
+    SELECT b.*, dv.job_id AS producer_job_id
+    FROM batch b JOIN dataset_versions dv USING (dataset_uuid, dataset_version)
 ),
 subscribers AS (
     -- inputs wired to the output (of the job materialization) that wrote this version (same DAG)
-    SELECT p.dataset_uuid, p.dataset_version, p.producer_job_id, ji.job_id
+    SELECT p.event_id, p.producer_job_id, ji.job_id
     FROM producer p JOIN job_inputs ji ON ji.upstream_job_id = p.producer_job_id AND ji.dataset_uuid = p.dataset_uuid
     UNION
     -- inputs reading another DAG's published dataset: only events of its current version
-    SELECT p.dataset_uuid, p.dataset_version, p.producer_job_id, ji.job_id
+    SELECT p.event_id, p.producer_job_id, ji.job_id
     FROM producer p
     JOIN job_inputs ji ON ji.upstream_job_id IS NULL AND ji.dataset_uuid = p.dataset_uuid
     JOIN datasets ds ON ds.dataset_uuid = p.dataset_uuid
@@ -60,18 +59,14 @@ subscribers AS (
     JOIN pointer_set_entries pe ON pe.pointer_set_id = pd.active_pointer_set_id
         AND pe.dataset_uuid = p.dataset_uuid AND pe.dataset_version = p.dataset_version
 ),
-subscriptions AS MATERIALIZED (
+targets AS (
     -- only jobs of a DAG's active or rebuilding version subscribe; the newest version's settings win. A job a
     -- rebuild builds takes the events of its rebuilt reactive jobs at once, and others (from outside the rebuild,
-    -- or a rebuilt source) only up to the round's target (`up_to_event_id`): newer ones wait in Postgres for the
-    -- next round or the cutover, which turn them into its tasks (lifecycle/cutover.py).
-    SELECT s.dataset_uuid, s.dataset_version, s.job_id, j.org_id, j.dag_id, vj.dag_version_id, j.runtime,
-           j.execution_strategy, vj.max_attempts, vj.dag_version_id = d.rebuilding_version_id AS rebuilding,
-           rv.dag_version_id IS NULL
-               OR EXISTS (SELECT 1 FROM dag_version_jobs pv JOIN jobs pj ON pj.job_id = pv.job_id
-                          WHERE pv.dag_version_id = rv.dag_version_id AND pv.job_id = s.producer_job_id
-                            AND pv.rebuilds AND pj.activation = 'reactive') AS takes_all,
-           rv.rebuild_target_event_id AS up_to_event_id
+    -- or a rebuilt source) only up to the round's target: newer ones wait in Postgres for the next round or the
+    -- cutover, which turn them into its tasks (lifecycle/cutover.py).
+    SELECT DISTINCT ON (s.event_id, s.job_id)
+           s.event_id, s.job_id, j.org_id, j.dag_id, vj.dag_version_id, j.runtime, j.execution_strategy,
+           vj.max_attempts
     FROM subscribers s
     JOIN jobs j ON j.job_id = s.job_id
     JOIN dags d ON d.dag_id = j.dag_id
@@ -79,36 +74,98 @@ subscriptions AS MATERIALIZED (
         AND vj.dag_version_id IN (d.active_version_id, d.rebuilding_version_id)
     LEFT JOIN dag_versions rv ON vj.rebuilds AND rv.dag_version_id = vj.dag_version_id
         AND rv.dag_version_id = d.rebuilding_version_id
+    WHERE rv.dag_version_id IS NULL
+       OR s.event_id <= rv.rebuild_target_event_id
+       OR EXISTS (SELECT 1 FROM dag_version_jobs pv JOIN jobs pj ON pj.job_id = pv.job_id
+                  WHERE pv.dag_version_id = rv.dag_version_id AND pv.job_id = s.producer_job_id AND pv.rebuilds
+                    AND pj.activation = 'reactive')
+    ORDER BY s.event_id, s.job_id, (vj.dag_version_id = d.rebuilding_version_id) DESC
 ),
-targets AS (
-    SELECT DISTINCT ON (b.event_id, s.job_id)
-           b.event_id, b.partition_key, b.range_start, b.range_end, s.job_id, s.org_id, s.dag_id, s.dag_version_id,
-           s.runtime, s.execution_strategy, s.max_attempts
-    FROM batch b
-    JOIN subscriptions s ON s.dataset_uuid = b.dataset_uuid AND s.dataset_version = b.dataset_version
-    WHERE s.takes_all OR b.event_id <= s.up_to_event_id
-    ORDER BY b.event_id, s.job_id, s.rebuilding DESC
+marked AS MATERIALIZED (
+    -- `applied`: the pass applies the task itself. So are those of the dispatcher's own operators (runtime
+    -- `dispatcher`), when the job has no queued task (waiting for the operator loop, or for its retry time) that the
+    -- event would overtake, and no task for the event yet (a take-over makes tasks of unrouted events); the pass
+    -- holds the operator lock, so no such task appears before it commits. Every column the statement needs later is
+    -- carried here, ids too: the planner guesses one row per CTE, and CTEs joined to each other were nested loops
+    -- over 1,000 × 1,000 rows.
+    SELECT t.event_id, t.job_id, t.org_id, t.dag_id, t.dag_version_id, t.runtime, t.max_attempts,
+           task_partition_key(t.execution_strategy, b.partition_key, b.range_start, b.range_end) AS partition_key,
+           b.dataset_uuid, b.dataset_version, b.kind, b.range_start, b.range_end,
+           %(applying)s AND t.runtime = 'dispatcher'
+               AND NOT EXISTS (SELECT 1 FROM tasks q WHERE q.job_id = t.job_id AND q.status = 'Queued')
+               AND NOT EXISTS (SELECT 1 FROM tasks q WHERE q.job_id = t.job_id AND q.input_event_id = t.event_id)
+               AS applied,
+           gen_random_uuid() AS task_id, gen_random_uuid() AS attempt_id
+    FROM targets t JOIN batch b ON b.event_id = t.event_id
 ),
 inserted AS (
     INSERT INTO tasks (org_id, dag_id, dag_version_id, job_id, input_event_id, runtime, partition_key,
                        max_attempts)
-    SELECT t.org_id, t.dag_id, t.dag_version_id, t.job_id, t.event_id, t.runtime,
-           task_partition_key(t.execution_strategy, t.partition_key, t.range_start, t.range_end), t.max_attempts
-    FROM targets t
+    SELECT org_id, dag_id, dag_version_id, job_id, event_id, runtime, partition_key, max_attempts
+    FROM marked
+    WHERE NOT applied
     ON CONFLICT (job_id, input_event_id) DO NOTHING
     RETURNING task_id, input_event_id
 ),
+applied_tasks AS (
+    -- no ON CONFLICT: `marked` saw no task of the event, and a conflict undoes the pass rather than leave its attempt
+    -- and events without their task
+    INSERT INTO tasks (task_id, org_id, dag_id, dag_version_id, job_id, input_event_id, runtime, partition_key,
+                       max_attempts, status, attempt_count, finished_at)
+    SELECT task_id, org_id, dag_id, dag_version_id, job_id, event_id, runtime, partition_key, max_attempts,
+           'Completed', 1, now()
+    FROM marked
+    WHERE applied
+),
+applied_attempts AS (
+    -- a token hash of nothing anyone holds: no call of the internal API can claim the attempt
+    INSERT INTO task_attempts (attempt_id, task_id, attempt_number, attempt_token_hash, status, lease_expires_at,
+                               worker_id, finished_at)
+    SELECT attempt_id, task_id, 1, sha256(uuid_send(gen_random_uuid())), 'Succeeded', now(), 'dispatcher', now()
+    FROM marked
+    WHERE applied
+),
 lineage AS (
-    -- each new task's input event by primary key (a generic plan joined the new tasks to the batch by a nested loop)
     INSERT INTO task_inputs (task_id, event_id, dataset_uuid, dataset_version)
-    SELECT i.task_id, i.input_event_id, e.dataset_uuid, e.dataset_version
-    FROM inserted i
-    CROSS JOIN LATERAL (SELECT dataset_uuid, dataset_version FROM events WHERE event_id = i.input_event_id OFFSET 0) e
+    SELECT i.task_id, i.input_event_id, b.dataset_uuid, b.dataset_version
+    FROM inserted i JOIN batch b ON b.event_id = i.input_event_id
+    UNION ALL
+    SELECT task_id, event_id, dataset_uuid, dataset_version FROM marked WHERE applied
 ),
 routed AS (
     UPDATE events SET routed_at = now() WHERE event_id IN (SELECT event_id FROM batch)
+),
+counts AS (
+    SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM inserted) AS tasks
 )
-SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM inserted) AS tasks;
+-- the counts, with each applied task (one row of nulls when there is none), by job then event; the job's config as
+-- text, parsed once per job
+SELECT c.events, c.tasks, m.job_id, m.event_id, m.task_id, m.attempt_id, m.org_id, m.kind, m.range_start,
+       m.range_end, j.operator, j.config::text AS config
+FROM counts c
+LEFT JOIN (marked m JOIN jobs j ON j.job_id = m.job_id) ON m.applied
+ORDER BY m.job_id, m.event_id;
+
+-- name: amend_applied_tasks --
+-- The tasks of a router pass that did not complete (loops/operators.py, `apply_routed`): failed ones (`error`) with
+-- their attempt; those past the pass's event budget (`error` null) back to Queued without one, for the operator loop.
+WITH incoming AS (
+    SELECT * FROM unnest(%(task_ids)b::uuid[], %(errors)b::text[]) AS i(task_id, error)
+),
+attempts AS (
+    UPDATE task_attempts a SET status = 'Failed', error = i.error
+    FROM incoming i WHERE a.task_id = i.task_id AND i.error IS NOT NULL AND a.task_id = ANY(%(task_ids)b::uuid[])
+),
+dropped AS (
+    DELETE FROM task_attempts a USING incoming i
+    WHERE a.task_id = i.task_id AND i.error IS NULL AND a.task_id = ANY(%(task_ids)b::uuid[])
+)
+UPDATE tasks t
+SET status = CASE WHEN i.error IS NULL THEN 'Queued' ELSE 'Failed' END, last_error = i.error,
+    attempt_count = CASE WHEN i.error IS NULL THEN 0 ELSE 1 END,
+    finished_at = CASE WHEN i.error IS NULL THEN NULL ELSE t.finished_at END
+FROM incoming i
+WHERE t.task_id = i.task_id AND t.task_id = ANY(%(task_ids)b::uuid[]);
 
 -- name: dispatch_ready_tasks --
 -- One pass of the scheduler for one runtime: pick ready tasks within every limit (runtime in-flight,
