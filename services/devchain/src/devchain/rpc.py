@@ -82,7 +82,7 @@ class Rpc:
             if len(request) > MAX_BATCH:
                 return _error_bytes(None, INVALID_REQUEST, f"invalid request: a batch takes at most {MAX_BATCH} calls")
             answers = [answer for item in request if (answer := self._call(item)) is not None]
-            return b"[" + b",".join(answers) + b"]" if answers else None
+            return b"[%s]" % b",".join(answers) if answers else None
         return self._call(request)
 
     def _call(self, request: object) -> bytes | None:
