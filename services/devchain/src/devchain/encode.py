@@ -1,8 +1,9 @@
 """JSON-RPC encodings of blocks, transactions, receipts and logs, as a geth node answers them.
 
 Built as text directly (hex quantities, 0x data) rather than through dicts and `json.dumps`: cryo asks for every
-block and every receipt, so the encoder is the server's hot path. Encodings are cached per block hash, which a
-reorg changes, so a cached answer is never stale.
+block and every receipt, so the encoder is the server's hot path. What a block's encodings share is formatted once
+per encoding (the block's hash and number in every transaction, receipt and log; a transaction's hash and index in
+each of its logs). Encodings are cached per block hash, which a reorg changes, so a cached answer is never stale.
 """
 
 from __future__ import annotations
@@ -24,37 +25,60 @@ def bloom(value: int) -> str:
     return "0x" + value.to_bytes(256, "big").hex()
 
 
-def log_json(block: Block, tx: Transaction, log: Log) -> str:
-    topics = ",".join(f'"0x{topic.hex()}"' for topic in log.topics)
+def _in_block(block: Block) -> str:
+    """`"blockHash":…,"blockNumber":…,` as transactions and receipts open with them."""
+    return f'"blockHash":"0x{block.hash.hex()}","blockNumber":"{hex(block.number)}",'
+
+
+def _log_context(block: Block, tx: Transaction) -> str:
+    """The fields a log of `tx` has between `data` and `logIndex` (the same for every log of the transaction)."""
     return (
-        f'{{"address":"0x{log.address.hex()}","topics":[{topics}],"data":"0x{log.data.hex()}",'
         f'"blockNumber":"{hex(block.number)}","transactionHash":"0x{tx.hash.hex()}",'
         f'"transactionIndex":"{hex(tx.index)}","blockHash":"0x{block.hash.hex()}",'
+    )
+
+
+def _log(log: Log, context: str) -> str:
+    topics = ",".join([f'"0x{topic.hex()}"' for topic in log.topics])
+    return (
+        f'{{"address":"0x{log.address.hex()}","topics":[{topics}],"data":"0x{log.data.hex()}",{context}'
         f'"logIndex":"{hex(log.index)}","removed":false}}'
     )
 
 
-def transaction_json(block: Block, tx: Transaction, chain_id: int) -> str:
+def log_json(block: Block, tx: Transaction, log: Log) -> str:
+    return _log(log, _log_context(block, tx))
+
+
+def _transaction(in_block: str, tx: Transaction, chain_id: str) -> str:
     return (
-        f'{{"blockHash":"0x{block.hash.hex()}","blockNumber":"{hex(block.number)}",'
-        f'"from":"0x{tx.sender.hex()}","gas":"{hex(tx.gas)}","gasPrice":"{hex(tx.effective_gas_price)}",'
+        f'{{{in_block}"from":"0x{tx.sender.hex()}","gas":"{hex(tx.gas)}","gasPrice":"{hex(tx.effective_gas_price)}",'
         f'"maxFeePerGas":"{hex(tx.max_fee_per_gas)}","maxPriorityFeePerGas":"{hex(tx.max_priority_fee_per_gas)}",'
         f'"hash":"0x{tx.hash.hex()}","input":"0x{tx.input.hex()}","nonce":"{hex(tx.nonce)}",'
         f'"to":"0x{tx.to.hex()}","transactionIndex":"{hex(tx.index)}","value":"{hex(tx.value)}","type":"0x2",'
-        f'"accessList":[],"chainId":"{hex(chain_id)}","v":"{hex(tx.y_parity)}","r":"{hex(tx.r)}",'
+        f'"accessList":[],"chainId":"{chain_id}","v":"{hex(tx.y_parity)}","r":"{hex(tx.r)}",'
         f'"s":"{hex(tx.s)}","yParity":"{hex(tx.y_parity)}"}}'
     )
 
 
-def receipt_json(block: Block, tx: Transaction) -> str:
-    logs = ",".join(log_json(block, tx, log) for log in tx.logs)
+def transaction_json(block: Block, tx: Transaction, chain_id: int) -> str:
+    return _transaction(_in_block(block), tx, hex(chain_id))
+
+
+def _receipt(in_block: str, block: Block, tx: Transaction) -> str:
+    context = _log_context(block, tx)
+    logs = ",".join([_log(log, context) for log in tx.logs])
     return (
-        f'{{"blockHash":"0x{block.hash.hex()}","blockNumber":"{hex(block.number)}","contractAddress":null,'
+        f'{{{in_block}"contractAddress":null,'
         f'"cumulativeGasUsed":"{hex(tx.cumulative_gas_used)}","effectiveGasPrice":"{hex(tx.effective_gas_price)}",'
         f'"from":"0x{tx.sender.hex()}","gasUsed":"{hex(tx.gas_used)}","logs":[{logs}],'
         f'"logsBloom":"{bloom(tx.logs_bloom)}","status":"0x1","to":"0x{tx.to.hex()}",'
         f'"transactionHash":"0x{tx.hash.hex()}","transactionIndex":"{hex(tx.index)}","type":"0x2"}}'
     )
+
+
+def receipt_json(block: Block, tx: Transaction) -> str:
+    return _receipt(_in_block(block), block, tx)
 
 
 def _header_json(block: Block) -> str:
@@ -93,6 +117,7 @@ class _Cache:
 class Encoder:
     def __init__(self, chain_id: int, cached_blocks: int = CACHED_BLOCKS) -> None:
         self.chain_id = chain_id
+        self._chain_id_hex = hex(chain_id)
         self._cache = _Cache(3 * cached_blocks)
 
     def block(self, block: Block, full_transactions: bool) -> bytes:
@@ -101,9 +126,11 @@ class Encoder:
         return self._cached(block, "hashes", lambda: self._block(block, False))
 
     def receipts(self, block: Block) -> tuple[bytes, ...]:
-        entry = self._cache.get(
-            block, "receipts", lambda: tuple(receipt_json(block, tx).encode() for tx in block.transactions)
-        )
+        def build() -> tuple[bytes, ...]:
+            in_block = _in_block(block)
+            return tuple([_receipt(in_block, block, tx).encode() for tx in block.transactions])
+
+        entry = self._cache.get(block, "receipts", build)
         assert isinstance(entry, tuple)
         return entry
 
@@ -114,7 +141,8 @@ class Encoder:
 
     def _block(self, block: Block, full_transactions: bool) -> bytes:
         if full_transactions:
-            transactions = ",".join(transaction_json(block, tx, self.chain_id) for tx in block.transactions)
+            in_block, chain_id = _in_block(block), self._chain_id_hex
+            transactions = ",".join([_transaction(in_block, tx, chain_id) for tx in block.transactions])
         else:
-            transactions = ",".join(f'"0x{tx.hash.hex()}"' for tx in block.transactions)
+            transactions = ",".join([f'"0x{tx.hash.hex()}"' for tx in block.transactions])
         return (_header_json(block) + f'"transactions":[{transactions}]}}').encode()

@@ -25,6 +25,7 @@ CLIENT_VERSION = "devchain/0.1.0"
 # block tags that name a block behind the head, as a node with finality would answer them
 SAFE_DEPTH = 32
 FINALIZED_DEPTH = 64
+_BLOCK_NUMBER = "a block number (hex quantity) or one of latest, pending, earliest, safe, finalized"
 
 
 class RpcError(Exception):
@@ -81,7 +82,7 @@ class Rpc:
             if len(request) > MAX_BATCH:
                 return _error_bytes(None, INVALID_REQUEST, f"invalid request: a batch takes at most {MAX_BATCH} calls")
             answers = [answer for item in request if (answer := self._call(item)) is not None]
-            return b"[" + b",".join(answers) + b"]" if answers else None
+            return b"[%s]" % b",".join(answers) if answers else None
         return self._call(request)
 
     def _call(self, request: object) -> bytes | None:
@@ -108,7 +109,9 @@ class Rpc:
             return None if notification else _error_bytes(request_id, error.code, error.message)
         if notification:
             return None
-        return b'{"jsonrpc":"2.0","id":' + json.dumps(request_id).encode() + b',"result":' + result + b"}"
+        # one copy of the result (`+` copied it twice); an integer id (what clients send) is its digits
+        encoded_id = b"%d" % request_id if type(request_id) is int else json.dumps(request_id).encode()
+        return b"".join((b'{"jsonrpc":"2.0","id":', encoded_id, b',"result":', result, b"}"))
 
     # -- methods --------------------------------------------------------------------------------------------
 
@@ -125,7 +128,7 @@ class Rpc:
     def _block_receipts(self, params: list[Any]) -> bytes:
         _arity(params, 1, 1)
         block = self._block(params[0], "params[0]")
-        return b"null" if block is None else b"[" + b",".join(self.encoder.receipts(block)) + b"]"
+        return b"null" if block is None else b"[%s]" % b",".join(self.encoder.receipts(block))
 
     def _transaction_by_hash(self, params: list[Any]) -> bytes:
         _arity(params, 1, 1)
@@ -185,6 +188,8 @@ class Rpc:
     # -- parameters -----------------------------------------------------------------------------------------
 
     def _block_number(self, value: object, name: str) -> int:
+        if isinstance(value, str) and value.startswith("0x"):
+            return _quantity(value, name, _BLOCK_NUMBER)
         head = self.chain.head.number
         tags = {
             "latest": head,
@@ -195,7 +200,7 @@ class Rpc:
         }
         if isinstance(value, str) and value in tags:
             return tags[value]
-        return _quantity(value, name, "a block number (hex quantity) or one of " + ", ".join(tags))
+        return _quantity(value, name, _BLOCK_NUMBER)
 
     def _block(self, value: object, name: str) -> Block | None:
         """A block named by number, tag or hash (eth_getBlockReceipts takes any of them)."""

@@ -81,7 +81,8 @@ class _Connection(asyncio.Protocol):
             self._answer(413, _error(f"request bodies are at most {self._max_body_bytes} bytes"), keep_alive=False)
             return
         method = self._parser.get_method().decode("ascii", "replace")
-        path = httptools.parse_url(self._url).path.decode("utf-8", "replace")
+        # JSON-RPC clients post to "/": no URL to parse then
+        path = "/" if self._url == b"/" else httptools.parse_url(self._url).path.decode("utf-8", "replace")
         status, body = self._handle(method, path, b"".join(self._body))
         self._answer(status, body, keep_alive=self._parser.should_keep_alive())
 
@@ -93,7 +94,7 @@ class _Connection(asyncio.Protocol):
             _REASONS.get(status, b""),
             len(body),
         )
-        self._transport.write(head + (b"\r\n" if keep_alive else b"connection: close\r\n\r\n") + body)
+        self._transport.write(b"".join((head, b"\r\n" if keep_alive else b"connection: close\r\n\r\n", body)))
         if not keep_alive:
             self._transport.close()
 
