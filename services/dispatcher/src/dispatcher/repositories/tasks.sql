@@ -46,12 +46,14 @@ producer AS (
     FROM batch b JOIN dataset_versions dv USING (dataset_uuid, dataset_version)
 ),
 subscribers AS (
+    -- the event's columns ride along (as far as `marked`): joining two CTEs back together is a nested loop over
+    -- both under a generic plan, which guesses a handful of rows for each
     -- inputs wired to the output (of the job materialization) that wrote this version (same DAG)
-    SELECT p.event_id, p.producer_job_id, ji.job_id
+    SELECT p.*, ji.job_id
     FROM producer p JOIN job_inputs ji ON ji.upstream_job_id = p.producer_job_id AND ji.dataset_uuid = p.dataset_uuid
     UNION
     -- inputs reading another DAG's published dataset: only events of its current version
-    SELECT p.event_id, p.producer_job_id, ji.job_id
+    SELECT p.*, ji.job_id
     FROM producer p
     JOIN job_inputs ji ON ji.upstream_job_id IS NULL AND ji.dataset_uuid = p.dataset_uuid
     JOIN datasets ds ON ds.dataset_uuid = p.dataset_uuid
@@ -66,7 +68,7 @@ targets AS (
     -- cutover, which turn them into its tasks (lifecycle/cutover.py).
     SELECT DISTINCT ON (s.event_id, s.job_id)
            s.event_id, s.job_id, j.org_id, j.dag_id, vj.dag_version_id, j.runtime, j.execution_strategy,
-           vj.max_attempts
+           vj.max_attempts, s.dataset_uuid, s.dataset_version, s.kind, s.partition_key, s.range_start, s.range_end
     FROM subscribers s
     JOIN jobs j ON j.job_id = s.job_id
     JOIN dags d ON d.dag_id = j.dag_id
@@ -89,14 +91,14 @@ marked AS MATERIALIZED (
     -- carried here, ids too: the planner guesses one row per CTE, and CTEs joined to each other were nested loops
     -- over 1,000 × 1,000 rows.
     SELECT t.event_id, t.job_id, t.org_id, t.dag_id, t.dag_version_id, t.runtime, t.max_attempts,
-           task_partition_key(t.execution_strategy, b.partition_key, b.range_start, b.range_end) AS partition_key,
-           b.dataset_uuid, b.dataset_version, b.kind, b.range_start, b.range_end,
+           task_partition_key(t.execution_strategy, t.partition_key, t.range_start, t.range_end) AS partition_key,
+           t.dataset_uuid, t.dataset_version, t.kind, t.range_start, t.range_end,
            %(applying)s AND t.runtime = 'dispatcher'
                AND NOT EXISTS (SELECT 1 FROM tasks q WHERE q.job_id = t.job_id AND q.status = 'Queued')
                AND NOT EXISTS (SELECT 1 FROM tasks q WHERE q.job_id = t.job_id AND q.input_event_id = t.event_id)
                AS applied,
            gen_random_uuid() AS task_id, gen_random_uuid() AS attempt_id
-    FROM targets t JOIN batch b ON b.event_id = t.event_id
+    FROM targets t
 ),
 inserted AS (
     INSERT INTO tasks (org_id, dag_id, dag_version_id, job_id, input_event_id, runtime, partition_key,
@@ -127,8 +129,10 @@ applied_attempts AS (
 ),
 lineage AS (
     INSERT INTO task_inputs (task_id, event_id, dataset_uuid, dataset_version)
-    SELECT i.task_id, i.input_event_id, b.dataset_uuid, b.dataset_version
-    FROM inserted i JOIN batch b ON b.event_id = i.input_event_id
+    -- each new task's input event by primary key, not a join of `inserted` to `batch` (see `subscribers`)
+    SELECT i.task_id, i.input_event_id, e.dataset_uuid, e.dataset_version
+    FROM inserted i
+    CROSS JOIN LATERAL (SELECT dataset_uuid, dataset_version FROM events WHERE event_id = i.input_event_id OFFSET 0) e
     UNION ALL
     SELECT task_id, event_id, dataset_uuid, dataset_version FROM marked WHERE applied
 ),
