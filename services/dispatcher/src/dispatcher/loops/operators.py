@@ -30,7 +30,7 @@ import psycopg
 
 from dispatcher.loops.context import LoopContext
 from dispatcher.operators import OPERATORS
-from dispatcher.operators.base import InputEvent, State, TaskError
+from dispatcher.operators.base import InputEvent, TaskError
 from dispatcher.repositories import operator_state as state_repo
 from dispatcher.repositories import operator_tasks as repo
 from dispatcher.repositories import tasks as tasks_repo
@@ -47,18 +47,17 @@ async def run_operator_tasks(ctx: LoopContext) -> int:
     async with ctx.pool.connection() as conn, conn.transaction():
         await repo.lock_operator_runs(conn)
         rows = await repo.ready_operator_tasks(conn, ctx.settings.operator_batch)
-        outcomes: list[tuple[Row, str | None]] = []
+        outcomes: list[tuple[UUID, str | None]] = []
         emitted: list[tuple[UUID, EmittedEvent]] = []
         for job_rows in _by_job(rows):
             run = await _apply_job(conn, job_rows, job_rows[0]["config"], ctx.settings.operator_pass_events)
-            await _store_state(conn, job_rows[0], run, run.outcomes[-1][0]["task_id"])
-            outcomes += run.outcomes
+            outcomes += [(row["task_id"], error) for row, error in run.outcomes]
             emitted += [(row["task_id"], event) for row, event in run.emitted]
         if not outcomes:
             return 0
-        attempts = await repo.record_operator_attempts(conn, [(row["task_id"], error) for row, error in outcomes])
+        attempts = await repo.record_operator_attempts(conn, outcomes)
         await tasks_repo.insert_events(conn, [(task_id, attempts[task_id], event) for task_id, event in emitted])
-    report_finished(ctx, [(row["task_id"], error) for row, error in outcomes], bool(emitted))
+    report_finished(ctx, outcomes, bool(emitted))
     return len(outcomes)
 
 
@@ -81,7 +80,6 @@ async def apply_routed(conn: Connection, rows: list[Row], events_per_pass: int) 
     for _, grouped in itertools.groupby(rows, key=lambda row: row["job_id"]):
         job_rows = list(grouped)
         run = await _apply_job(conn, job_rows, json.loads(job_rows[0]["config"]), events_per_pass)
-        await _store_state(conn, job_rows[0], run, run.outcomes[-1][0]["task_id"])
         outcomes += [(row["task_id"], error) for row, error in run.outcomes]
         amends += [(row["task_id"], error) for row, error in run.outcomes if error is not None]
         amends += [(row["task_id"], None) for row in job_rows[len(run.outcomes) :]]
@@ -112,22 +110,21 @@ def _by_job(rows: list[Row]) -> Iterator[list[Row]]:
 
 @dataclass
 class _JobRun:
-    """What applying a job's tasks gave: the tasks it took with their errors (None: completed), the events they
-    emitted, and the job's stored state (row locked) with the state to store (None: unchanged)."""
+    """What applying a job's tasks gave: the tasks it took with their errors (None: completed), and the events
+    they emitted."""
 
     outcomes: list[tuple[Row, str | None]] = field(default_factory=list)
     emitted: list[tuple[Row, EmittedEvent]] = field(default_factory=list)
-    stored: Row | None = None
-    state: State = None
 
 
 async def _apply_job(conn: Connection, rows: list[Row], config: dict[str, Any], events_per_pass: int) -> _JobRun:
-    """Lock the job's state and apply its tasks to it in order, with the job's `config`. The job's tasks stop once
-    they emitted `events_per_pass` events (a splitter's range may be 100,000 units): one transaction holds no more,
-    and the rest wait for the next pass."""
+    """Lock the job's state, apply its tasks to it in order, with the job's `config`, and store the state they
+    leave. The job's tasks stop once they emitted `events_per_pass` events (a splitter's range may be 100,000 units):
+    one transaction holds no more, and the rest wait for the next pass."""
     job = rows[0]
-    run = _JobRun(stored=await state_repo.lock_state(conn, job["org_id"], job["job_id"]))
-    before = None if run.stored is None else run.stored["state"]
+    run = _JobRun()
+    stored = await state_repo.lock_state(conn, job["org_id"], job["job_id"])
+    before = None if stored is None else stored["state"]
     try:
         operator_pass = OPERATORS[job["operator"]](config, before)
     except TaskError as error:  # its config does not parse: no task of the job can run
@@ -147,17 +144,11 @@ async def _apply_job(conn: Connection, rows: list[Row], config: dict[str, Any], 
             break
     state = operator_pass.state()
     if state is not None and state != before:
-        run.state = state
+        revision = 0 if stored is None else stored["revision"]
+        last = run.outcomes[-1][0]["task_id"]
+        if await state_repo.swap_state(conn, job["org_id"], job["job_id"], revision, state, last) is None:
+            raise RuntimeError(f"the operator state of job {job['job_id']} changed while it was locked")
     return run
-
-
-async def _store_state(conn: Connection, job: Row, run: _JobRun, last_task: UUID) -> None:
-    """The job's new state, if it changed, saved over the locked row (`last_task`: the last task it accounts for)."""
-    if run.state is None:
-        return
-    revision = 0 if run.stored is None else run.stored["revision"]
-    if await state_repo.swap_state(conn, job["org_id"], job["job_id"], revision, run.state, last_task) is None:
-        raise RuntimeError(f"the operator state of job {job['job_id']} changed while it was locked")
 
 
 def _input(row: Row) -> InputEvent | None:
