@@ -387,7 +387,7 @@ def test_a_router_pass_that_fails_while_applying_leaves_nothing_and_the_next_one
     assert stepped.sql("SELECT count(*) AS n FROM task_attempts WHERE worker_id = 'dispatcher'") == [{"n": 0}]
     assert stepped.sql("SELECT state FROM operator_state") == []
     assert manifests(stepped) == []
-    assert stepped.sql("SELECT count(*) AS n FROM events WHERE routed_at IS NULL") == [{"n": 6}]
+    assert stepped.sql("SELECT count(*) AS n FROM unrouted_events") == [{"n": 6}]
 
     monkeypatch.setattr(tasks_repo, "insert_events", insert_events)
     assert applying.route() == 6

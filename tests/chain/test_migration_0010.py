@@ -184,7 +184,7 @@ def test_0010_moves_deployed_aggregators_and_splitters_into_the_dispatcher(empty
             return await _old_deploy(conn)
 
     ids = asyncio.run(deploy_old())
-    assert [m.number for m in asyncio.run(migrate_url(url))] == [10]
+    assert 10 in [m.number for m in asyncio.run(migrate_url(url))]  # with the newer ones
 
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
 

@@ -91,7 +91,7 @@ def settled(stack: Stack, name: str, through: int) -> bool:
     if not blocks or max(blocks) < through:
         return False
     [busy] = stack.sql(
-        """SELECT (SELECT count(*) FROM events WHERE routed_at IS NULL)
+        """SELECT (SELECT count(*) FROM unrouted_events)
                 + (SELECT count(*) FROM tasks WHERE input_event_id IS NOT NULL
                    AND status NOT IN ('Completed', 'Failed', 'Canceled')) AS n"""
     )

@@ -330,7 +330,6 @@ CREATE TABLE events (
     producer_task_id uuid NOT NULL,
     producer_attempt_id uuid,
     created_at timestamptz NOT NULL DEFAULT now(),
-    routed_at timestamptz,
     CONSTRAINT events_dedup UNIQUE (producer_task_id, dataset_uuid, scope_key),
     FOREIGN KEY (dataset_uuid, dataset_version) REFERENCES dataset_versions (dataset_uuid, dataset_version)
         DEFERRABLE INITIALLY DEFERRED,
@@ -339,8 +338,14 @@ CREATE TABLE events (
     CHECK (range_start <= range_end),
     CHECK (pg_column_size(payload) <= 65536)
 );
-CREATE INDEX events_unrouted ON events (event_id) WHERE routed_at IS NULL;
 CREATE INDEX events_dataset_version ON events (dataset_version, event_id);
+
+-- The router's to-do list: the ids of the events it has not routed yet, queued by the statement that stores them and
+-- deleted by the router pass that makes their tasks. A table of its own, not a column of `events` with a partial
+-- index: an event row is written once and never updated (0012).
+CREATE TABLE unrouted_events (
+    event_id bigint PRIMARY KEY  -- no foreign key: queued by the statement that stores the event
+);
 
 ALTER TABLE tasks
     ADD CONSTRAINT tasks_input_event_fk FOREIGN KEY (input_event_id) REFERENCES events
@@ -558,6 +563,8 @@ CREATE FUNCTION delete_task_owned_rows() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM task_attempts WHERE task_id IN (SELECT task_id FROM deleted_tasks);
+    DELETE FROM unrouted_events WHERE event_id IN (
+        SELECT event_id FROM events WHERE producer_task_id IN (SELECT task_id FROM deleted_tasks));
     DELETE FROM events WHERE producer_task_id IN (SELECT task_id FROM deleted_tasks);
     DELETE FROM task_inputs WHERE task_id IN (SELECT task_id FROM deleted_tasks);
     DELETE FROM transport_queue WHERE task_id IN (SELECT task_id FROM deleted_tasks);

@@ -220,9 +220,8 @@ SELECT
      WHERE t.status IN ('Dispatched', 'Running') AND t.input_event_id IS NOT NULL) AS in_flight,
     (SELECT count(*) FROM rjobs r JOIN tasks t ON t.job_id = r.job_id
      WHERE t.status IN ('Failed', 'Canceled') AND t.input_event_id IS NOT NULL) AS failed,
-    (SELECT count(*) FROM events e
-     WHERE e.routed_at IS NULL
-       AND (e.dataset_version IN (SELECT dataset_version FROM reads WHERE own)
+    (SELECT count(*) FROM unrouted_events u JOIN events e ON e.event_id = u.event_id
+     WHERE (e.dataset_version IN (SELECT dataset_version FROM reads WHERE own)
             OR (e.dataset_version IN (SELECT dataset_version FROM reads WHERE NOT own)
                 AND e.event_id <= %(target)s))) AS unrouted,
     (SELECT count(*) FROM sources s
@@ -288,9 +287,8 @@ WITH pending AS (
     WHERE t.job_id = %(from_job_id)s AND t.input_event_id IS NOT NULL
       AND t.status IN ('Queued', 'Dispatched', 'Running')
     UNION
-    SELECT e.event_id FROM events e
-    WHERE e.routed_at IS NULL
-      AND e.dataset_version IN (SELECT dataset_version FROM job_input_versions WHERE job_id = %(from_job_id)s)
+    SELECT e.event_id FROM unrouted_events u JOIN events e ON e.event_id = u.event_id
+    WHERE e.dataset_version IN (SELECT dataset_version FROM job_input_versions WHERE job_id = %(from_job_id)s)
 ),
 inserted AS (
     INSERT INTO tasks (org_id, dag_id, dag_version_id, job_id, input_event_id, runtime, partition_key,

@@ -22,9 +22,9 @@ WHERE task_id = %(task_id)s
 RETURNING task_id;
 
 -- name: plan_router_pass --
--- The unrouted events are read by a plain scan of `events_unrouted`, never a bitmap scan: routing an event leaves
--- a dead entry there until vacuum, and only a plain index scan marks it dead for the scans after it, so each
--- bitmap scan (which the planner picks when it expects few unrouted events) read every entry left since the last
+-- The queue `unrouted_events` is read by a plain scan of its primary key, never a bitmap scan: routing an event
+-- leaves a dead entry there until vacuum, and only a plain index scan marks it dead for the scans after it, so each
+-- bitmap scan (which the planner picks when it expects few queued events) read every entry left since the last
 -- vacuum and their heap pages (~7 ms a pass after 10,000 events).
 SET LOCAL enable_bitmapscan = off;
 
@@ -32,14 +32,19 @@ SET LOCAL enable_bitmapscan = off;
 -- One pass of the router: a batch of unrouted events becomes one task per subscribed job and event. The tasks of the
 -- dispatcher's own operators are inserted Completed, each with its attempt, when the pass applies them itself
 -- (loops/operators.py, `apply_routed`, before the commit, amends those that fail or wait); they come back as rows.
-WITH batch AS (
-    SELECT e.event_id, e.dataset_uuid, e.dataset_version, e.kind, e.partition_key, e.range_start, e.range_end,
-           e.scope_cursor
-    FROM events e
-    WHERE e.routed_at IS NULL
-    ORDER BY e.event_id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+-- The batch is the head of the queue `unrouted_events`, which the pass deletes: the events themselves are only read.
+WITH queued AS (
+    SELECT event_id FROM unrouted_events ORDER BY event_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+),
+batch AS (
+    -- each queued event by primary key (see `subscribers`)
+    SELECT e.*
+    FROM queued q
+    CROSS JOIN LATERAL (
+        SELECT e.event_id, e.dataset_uuid, e.dataset_version, e.kind, e.partition_key, e.range_start, e.range_end,
+               e.scope_cursor
+        FROM events e WHERE e.event_id = q.event_id OFFSET 0
+    ) e
 ),
 producer AS (
     SELECT b.*, dv.job_id AS producer_job_id
@@ -137,10 +142,10 @@ lineage AS (
     SELECT task_id, event_id, dataset_uuid, dataset_version FROM marked WHERE applied
 ),
 routed AS (
-    UPDATE events SET routed_at = now() WHERE event_id IN (SELECT event_id FROM batch)
+    DELETE FROM unrouted_events WHERE event_id = ANY(ARRAY(SELECT event_id FROM queued))
 ),
 counts AS (
-    SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM inserted) AS tasks
+    SELECT (SELECT count(*) FROM queued) AS events, (SELECT count(*) FROM inserted) AS tasks
 )
 -- the counts, with each applied task (one row of nulls when there is none), by job then event; the job's config as
 -- text, parsed once per job
@@ -515,7 +520,11 @@ inserted AS (
     FROM targets
     ORDER BY position  -- event ids follow emission order: PerUpdate and PerPartition run in this order
     ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING
-    RETURNING producer_task_id
+    RETURNING event_id, producer_task_id
+),
+queued AS (
+    -- for the router (route_events)
+    INSERT INTO unrouted_events (event_id) SELECT event_id FROM inserted
 )
 -- counted by one grouping of both lists, not by joining them
 SELECT task_id, sum(matched) AS matched, sum(inserted) AS inserted
