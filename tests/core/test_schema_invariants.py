@@ -167,8 +167,8 @@ async def test_one_running_attempt_and_one_slot_lease_per_task(db: Conn) -> None
 
 
 async def _give_the_task_its_own_rows(db: Conn, g: Graph) -> None:
-    """An attempt, an emitted event, a lineage row and a transport-queue entry of `g`'s task (0009: these carry no
-    foreign key to the task; a trigger deletes them with it)."""
+    """An attempt, an emitted event (queued for the router) and a transport-queue entry of `g`'s task (0009: these
+    carry no foreign key to the task; a trigger deletes them with it)."""
     attempt = await one(
         db,
         """INSERT INTO task_attempts (task_id, attempt_number, attempt_token_hash, lease_expires_at)
@@ -182,11 +182,7 @@ async def _give_the_task_its_own_rows(db: Conn, g: Graph) -> None:
            VALUES (%(o)s, %(ds)s, %(v)s, 'data', 0, 9, 'r:0-9', %(t)s, %(a)s) RETURNING event_id""",
         {"o": g.org_id, "ds": g.dataset_uuid, "v": g.dataset_version, "t": g.task_id, "a": attempt},
     )
-    await db.execute(
-        """INSERT INTO task_inputs (task_id, event_id, dataset_uuid, dataset_version)
-           VALUES (%(t)s, %(e)s, %(ds)s, %(v)s)""",
-        {"t": g.task_id, "e": event, "ds": g.dataset_uuid, "v": g.dataset_version},
-    )
+    await db.execute("INSERT INTO unrouted_events (event_id) VALUES (%(e)s)", {"e": event})
     await db.execute("INSERT INTO transport_queue (task_id, runtime) VALUES (%(t)s, 'ecs_python')", {"t": g.task_id})
 
 
@@ -204,7 +200,7 @@ async def test_deleting_an_org_removes_everything_it_owns(db: Conn) -> None:
         "tasks",
         "task_attempts",
         "events",
-        "task_inputs",
+        "unrouted_events",
         "transport_queue",
     ):
         count = await one(db, f"SELECT count(*) FROM {table}", {})
@@ -218,8 +214,8 @@ async def test_deleting_a_task_removes_the_rows_it_owns(db: Conn) -> None:
     for table, column in (
         ("task_attempts", "task_id"),
         ("events", "producer_task_id"),
-        ("task_inputs", "task_id"),
         ("transport_queue", "task_id"),
     ):
         count = await one(db, f"SELECT count(*) FROM {table} WHERE {column} = %(t)s", {"t": g.task_id})
         assert count == 0, table
+    assert await one(db, "SELECT count(*) FROM unrouted_events", {}) == 0

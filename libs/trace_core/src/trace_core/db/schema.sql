@@ -370,17 +370,12 @@ CREATE TABLE task_attempts (
 CREATE UNIQUE INDEX task_attempts_one_running ON task_attempts (task_id) WHERE status = 'Running';
 CREATE INDEX task_attempts_lease ON task_attempts (lease_expires_at) WHERE status = 'Running';
 
--- Lineage: which input events, of which dataset versions, a task consumed.
--- No foreign keys: the row copies its task's input event, in the statement that makes the task from that event
--- (see delete_task_owned_rows).
-CREATE TABLE task_inputs (
-    task_id uuid NOT NULL,
-    event_id bigint NOT NULL,
-    dataset_uuid uuid NOT NULL,
-    dataset_version uuid NOT NULL,
-    PRIMARY KEY (task_id, event_id)
-);
-CREATE INDEX task_inputs_version ON task_inputs (dataset_version);
+-- Lineage: which input event, of which dataset version, a task consumed. A task has at most one (one task per
+-- incoming event, SPEC §4), named by `tasks.input_event_id`, so lineage is read from there rather than stored twice
+-- (0012).
+CREATE VIEW task_inputs AS
+SELECT t.task_id, t.input_event_id AS event_id, e.dataset_uuid, e.dataset_version
+FROM tasks t JOIN events e ON e.event_id = t.input_event_id;
 
 -- How a job reads: input i of a job is a dataset, produced in this DAG by upstream_job_id, or published
 -- by another DAG (upstream_job_id null). The router finds subscribers here.
@@ -555,7 +550,7 @@ CREATE INDEX tasks_in_flight ON tasks (runtime, job_id) WHERE status IN ('Dispat
 -- ...and reads each job's queue head in event order, as an index scan that stops after the few rows it takes.
 CREATE INDEX tasks_queued_in_order ON tasks (job_id, input_event_id, created_at, task_id) WHERE status = 'Queued';
 
--- The rows a task owns (attempts, emitted events, lineage, transport-queue entry) carry no foreign key to it:
+-- The rows a task owns (attempts, emitted events, transport-queue entry) carry no foreign key to it:
 -- a check is a trigger and a lookup per inserted row (~4 us quiet, ~25 us on a loaded machine), a task took
 -- fourteen, and these rows are written only by statements that create the task or hold its row locked, so the
 -- reference holds by construction. Deleting a task (with its job or org) still takes them along.
@@ -566,7 +561,6 @@ BEGIN
     DELETE FROM unrouted_events WHERE event_id IN (
         SELECT event_id FROM events WHERE producer_task_id IN (SELECT task_id FROM deleted_tasks));
     DELETE FROM events WHERE producer_task_id IN (SELECT task_id FROM deleted_tasks);
-    DELETE FROM task_inputs WHERE task_id IN (SELECT task_id FROM deleted_tasks);
     DELETE FROM transport_queue WHERE task_id IN (SELECT task_id FROM deleted_tasks);
     RETURN NULL;
 END

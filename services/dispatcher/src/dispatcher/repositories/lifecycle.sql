@@ -165,11 +165,6 @@ inserted AS (
     ORDER BY e.event_id
     ON CONFLICT (job_id, input_event_id) DO NOTHING
     RETURNING task_id, input_event_id
-),
-lineage AS (
-    INSERT INTO task_inputs (task_id, event_id, dataset_uuid, dataset_version)
-    SELECT i.task_id, i.input_event_id, e.dataset_uuid, e.dataset_version
-    FROM inserted i JOIN events e ON e.event_id = i.input_event_id
 )
 SELECT count(*) AS tasks FROM inserted;
 
@@ -302,11 +297,6 @@ inserted AS (
     ORDER BY e.event_id
     ON CONFLICT (job_id, input_event_id) DO NOTHING
     RETURNING task_id, input_event_id
-),
-lineage AS (
-    INSERT INTO task_inputs (task_id, event_id, dataset_uuid, dataset_version)
-    SELECT i.task_id, i.input_event_id, e.dataset_uuid, e.dataset_version
-    FROM inserted i JOIN events e ON e.event_id = i.input_event_id
 )
 SELECT count(*) AS tasks FROM inserted;
 

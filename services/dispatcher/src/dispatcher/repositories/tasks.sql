@@ -132,15 +132,6 @@ applied_attempts AS (
     FROM marked
     WHERE applied
 ),
-lineage AS (
-    INSERT INTO task_inputs (task_id, event_id, dataset_uuid, dataset_version)
-    -- each new task's input event by primary key, not a join of `inserted` to `batch` (see `subscribers`)
-    SELECT i.task_id, i.input_event_id, e.dataset_uuid, e.dataset_version
-    FROM inserted i
-    CROSS JOIN LATERAL (SELECT dataset_uuid, dataset_version FROM events WHERE event_id = i.input_event_id OFFSET 0) e
-    UNION ALL
-    SELECT task_id, event_id, dataset_uuid, dataset_version FROM marked WHERE applied
-),
 routed AS (
     DELETE FROM unrouted_events WHERE event_id = ANY(ARRAY(SELECT event_id FROM queued))
 ),
