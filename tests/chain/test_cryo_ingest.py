@@ -2,9 +2,8 @@
 the versioned location, replaced on re-run, its data event with the row count; a worker SIGKILLed mid-extract
 is retried with nothing missing or doubled; extractions of one DAG sharing an operator child each use their own
 slot's RPC, one that hangs is killed at its timeout and retried with the one beside it, and a SIGTERMed worker
-lets both finish; a dead or garbled RPC
-fails the task with a clear error after retries with backoff, and nothing becomes visible; bad config is refused at
-deploy, a bad input at once.
+lets both finish; a dead or garbled RPC fails the task with a clear error after retries with backoff, and nothing
+becomes visible; bad config is refused at deploy, a bad input at once.
 
 Until range_aggregator lands, a python source (`tests.support.udfs:block_ranges`) emits the range manifests.
 """
