@@ -17,7 +17,7 @@ import importlib
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -69,7 +69,7 @@ class OperatorContext:
     save_state_callback: Callable[[dict[str, Any], int, list[EmittedEvent]], int]
     # the slot's environment (resolved secrets included) over the child's: tasks sharing a child each have their own,
     # so an operator that may share (cryo_ingest) reads it here, not from os.environ
-    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    env: Mapping[str, str]
 
     @property
     def config(self) -> dict[str, Any]:
