@@ -1,17 +1,24 @@
 """`cryo_ingest` in real dispatcher and worker processes against a real devchain: one Parquet file per range in
 the versioned location, replaced on re-run, its data event with the row count; a worker SIGKILLed mid-extract
-is retried with nothing missing or doubled; a dead or garbled RPC fails the task with a clear error after
-retries with backoff, and nothing becomes visible; bad config is refused at deploy, a bad input at once.
+is retried with nothing missing or doubled; extractions of one DAG sharing an operator child each use their own
+slot's RPC, one that hangs is killed at its timeout and retried with the one beside it, and a SIGTERMed worker
+lets both finish; a dead or garbled RPC fails the task with a clear error after retries with backoff, and nothing
+becomes visible; bad config is refused at deploy, a bad input at once.
 
 Until range_aggregator lands, a python source (`tests.support.udfs:block_ranges`) emits the range manifests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import itertools
+import json
+import select
 import signal
+import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,6 +197,169 @@ def test_a_worker_killed_mid_extract_is_retried_without_missing_or_duplicate_row
         assert len(rows) == len(set(rows)) == len(expected["transactions"])
         assert rows == expected["transactions"]
         assert _rows(stack, "eth_blocks", "block_number, block_hash") == expected["blocks"]
+
+
+class _Relay(http.server.ThreadingHTTPServer):
+    """An RPC in front of a devchain. The first `eth_getBlockByNumber` with params `hang` waits until its client goes
+    away (the extraction asking for it hangs), then sets `released`; the first with params in `held` waits until
+    `released` is set. It counts the block requests it relays."""
+
+    def __init__(
+        self, upstream: str, hang: list[Any] | None, held: list[list[Any]], released: threading.Event, seen: list[Any]
+    ) -> None:
+        super().__init__(("127.0.0.1", 0), _RelayHandler)
+        self.upstream, self.hang, self.held, self.released, self.seen = upstream, hang, held, released, seen
+        self.blocks = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> _Relay:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _RelayHandler(http.server.BaseHTTPRequestHandler):
+    server: _Relay
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        call = json.loads(body)
+        relay = self.server
+        params = call["params"] if call.get("method") == "eth_getBlockByNumber" else None
+        if params is not None:
+            relay.blocks += 1
+        if params is not None and params not in relay.seen and (params == relay.hang or params in relay.held):
+            relay.seen.append(params)
+            if params == relay.hang:
+                _wait_until_closed(self.connection)
+                relay.released.set()
+                return
+            relay.released.wait(60)
+        request = urllib.request.Request(relay.upstream, body, {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answered = answer.read()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the held client may be gone
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(answered)))
+            self.end_headers()
+            self.wfile.write(answered)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def _wait_until_closed(connection: socket.socket) -> None:
+    """Block until the client closes `connection` (for at most a minute)."""
+    for _ in range(600):
+        readable, _, _ = select.select([connection], [], [], 0.1)
+        if readable and not connection.recv(1, socket.MSG_PEEK):
+            return
+
+
+def _two_extractions(relays: list[_Relay], blocks_timeout_s: int) -> str:
+    """A DAG extracting blocks 1..10 as one range, blocks and transactions, on a pool of a slot per relay."""
+    jobs = "".join(
+        f"""
+  {datatype}:
+    operator: cryo_ingest
+    inputs: [{{from: {{job: ranges, output: 0}}}}]
+    worker_pool: rpc
+    timeout_s: {timeout_s}
+    max_attempts: 4
+    config: {{datatype: {datatype}, max_concurrent_requests: 2}}
+    outputs: [{{storage: s3, format: parquet}}]"""
+        for datatype, timeout_s in (("blocks", blocks_timeout_s), ("transactions", 60))
+    )
+    slots = "".join(
+        f"""
+    - env: {{RPC_URL: "{relay.url}"}}"""
+        for relay in relays
+    )
+    return f"""
+dag: two
+worker_pools:
+  rpc:{slots}
+jobs:
+  ranges:
+    activation: source
+    operator: python
+    config: {{function: "{RANGES}", first: 1, last: 10, size: 10}}{jobs}
+publish:
+  - {{job: blocks, dataset: eth_blocks}}
+  - {{job: transactions, dataset: eth_transactions}}
+"""
+
+
+def _first_attempts(stack: Stack) -> dict[str, tuple[str, str | None]]:
+    return {
+        row["job_name"]: (row["status"], row["error"])
+        for row in stack.sql(
+            """SELECT j.job_name, a.status, a.error FROM task_attempts a JOIN tasks t USING (task_id)
+               JOIN jobs j USING (job_id) WHERE a.attempt_number = 1"""
+        )
+    }
+
+
+def _assert_extracted(stack: Stack, chain: Devchain) -> None:
+    for job in ("blocks", "transactions"):
+        assert stack.task_statuses(job) == ["Completed"], _unfinished(stack)
+    contents = _chain_contents(chain, 1, 10)
+    assert _files(stack, "eth_blocks") == _files(stack, "eth_transactions") == ["1_10.parquet"]
+    assert _rows(stack, "eth_blocks", "block_number, block_hash") == contents["blocks"]
+    assert (
+        _rows(stack, "eth_transactions", "block_number, transaction_index, transaction_hash")
+        == contents["transactions"]
+    )
+
+
+def test_extractions_sharing_a_child_use_their_slots_rpc_and_a_hung_one_is_killed_at_its_timeout(
+    stack: Stack, tmp_path: Path
+) -> None:
+    with running_devchain(tmp_path / "chain", seed=3, initial_blocks=12) as chain:
+        # blocks' request for block 3 hangs; transactions' for block 8 waits until that one's client is gone
+        released, seen = threading.Event(), list[Any]()
+        relays = [_Relay(chain.url, ["0x3", False], [["0x8", True]], released, seen) for _ in range(2)]
+        with relays[0], relays[1]:
+            stack.deploy(_two_extractions(relays, blocks_timeout_s=5))
+            stack.start_worker()
+            stack.wait_jobs_done({"blocks": 1, "transactions": 1}, timeout_s=120)
+        _assert_extracted(stack, chain)
+        # each extraction asked its own slot's RPC, though both ran in one operator child
+        assert all(relay.blocks for relay in relays), [relay.blocks for relay in relays]
+        first = _first_attempts(stack)
+        # the hung extraction was killed at its timeout (the dispatcher may have ended its lease, which the timeout
+        # caps, first), and the one running beside it in its child with it: both were retried
+        status, error = first["blocks"]
+        timed_out = (status, error) == ("Failed", "timed out after 5s")
+        assert timed_out or (status == "TimedOut" and (error or "").startswith("lease expired")), first
+        assert first["transactions"] == ("Failed", "the operator process exited with code -9"), first
+
+
+def test_sigterm_lets_extractions_sharing_a_child_finish(stack: Stack, tmp_path: Path) -> None:
+    with running_devchain(tmp_path / "chain", seed=4, initial_blocks=12) as chain:
+        released, seen = threading.Event(), list[Any]()
+        relays = [_Relay(chain.url, None, [["0x3", False], ["0x8", True]], released, seen) for _ in range(2)]
+        with relays[0], relays[1]:
+            stack.deploy(_two_extractions(relays, blocks_timeout_s=60))
+            worker = stack.start_worker()
+            wait_for(lambda: len(seen) == 2, 60, "both extractions to be waiting for the RPC")
+            worker.popen.send_signal(signal.SIGTERM)
+            wait_for(lambda: "worker.draining" in worker.output(), 30, "the worker to drain")
+            released.set()
+            assert worker.popen.wait(timeout=60) == 0
+        _assert_extracted(stack, chain)
+        assert _first_attempts(stack) == {
+            "ranges": ("Succeeded", None),
+            "blocks": ("Succeeded", None),
+            "transactions": ("Succeeded", None),
+        }
 
 
 class _Garbage(http.server.BaseHTTPRequestHandler):

@@ -1,7 +1,12 @@
-"""The operator child process: runs one task at a time, as the wrapper asks, over stdin/stdout.
+"""The operator child process: runs the tasks the wrapper gives it over stdin/stdout.
 
 It starts with a scrubbed environment, is told each task without the attempt token, and talks only to the
 wrapper. What the operator prints goes to stderr, so it cannot corrupt the protocol.
+
+A task on lane 0 runs alone, in the main thread, and may ask the wrapper for its input, state or query datasets.
+Tasks on other lanes (the wrapper gives them only to operators that write files and emit events: `cryo_ingest`)
+run at once, each in a thread of its own, with their messages tagged with their lane; they share the process's
+libraries and their pools (cryo's tokio runtime, polars' threads), which is what sharing a child is for.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -28,6 +34,7 @@ from trace_core.contracts.operator import (
     NeedInput,
     NeedQueryInputs,
     QueryInputsReady,
+    QueryResultWritten,
     Ready,
     RunTask,
     SaveState,
@@ -58,20 +65,35 @@ def _answer(model: type[Answer]) -> Answer:
     return model.model_validate_json(line)
 
 
+Send = Callable[[BaseModel, bool], None]
+
+
 def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
+    """Run a lane-0 task: alone in the process, with the slot's environment as the process's own."""
     os.environ.clear()
     os.environ.update(base_env)
     os.environ.update(message.env)
+    return _run(message, lambda reply, flush: _send(out, reply, flush), os.environ)
+
+
+def _run(message: RunTask, send: Send, env: Mapping[str, str]) -> Done:
+    """Run the task's operator. Only a lane-0 task may ask the wrapper for something: the answer comes on stdin,
+    which the main thread reads for the next tasks while tasks on other lanes run."""
     operator = load_operator(message.task.job.operator)
     if operator is None:
         return Done(status="failed", error=f"unknown operator {message.task.job.operator!r}", retryable=False)
 
+    def ask(request: NeedInput | LoadState | SaveState | NeedQueryInputs, model: type[Answer]) -> Answer:
+        if message.lane:
+            raise OperatorError(f"{request.kind}: a task sharing its operator process cannot ask", retryable=False)
+        send(request, True)
+        return _answer(model)
+
     def write(path: Path, rows: int, output: int, scope: EventScope) -> None:
-        _send(out, WriteOutput(output=output, scope=scope, path=str(path), rows=rows))
+        send(WriteOutput(output=output, scope=scope, path=str(path), rows=rows, lane=message.lane), True)
 
     def read_input() -> pa.Table:
-        _send(out, NeedInput())
-        answer = _answer(InputReady)
+        answer = ask(NeedInput(), InputReady)
         if answer.path is None:
             raise OperatorError(f"read_input: {answer.error}")
         try:
@@ -80,15 +102,13 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
             Path(answer.path).unlink(missing_ok=True)
 
     def load_state() -> StoredState:
-        _send(out, LoadState())
-        answer = _answer(StateLoaded)
+        answer = ask(LoadState(), StateLoaded)
         if answer.error is not None:
             raise OperatorError(f"load_state: {answer.error}")
         return StoredState(answer.state, answer.revision)
 
     def save_state(state: dict[str, Any], revision: int, events: list[EmittedEvent]) -> int:
-        _send(out, SaveState(expected_revision=revision, state=state, events=events))
-        answer = _answer(StateSaved)
+        answer = ask(SaveState(expected_revision=revision, state=state, events=events), StateSaved)
         if answer.conflict:
             raise StateConflictError(f"save_state: the operator state is at revision {answer.revision}, not {revision}")
         if answer.error is not None:
@@ -96,21 +116,26 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
         return answer.revision
 
     def query_inputs() -> QueryInputsReady:
-        _send(out, NeedQueryInputs())
-        answer = _answer(QueryInputsReady)
+        answer = ask(NeedQueryInputs(), QueryInputsReady)
         if answer.root is None:
             raise OperatorError(f"staging the query's datasets failed: {answer.error}")
         return answer
 
+    def store_query_result(written: QueryResultWritten) -> None:
+        if message.lane:
+            raise OperatorError("query_result: a task sharing its operator process has no query", retryable=False)
+        send(written, True)
+
     ctx = OperatorContext(
         message.task,
-        lambda event: _send(out, Emit(event=event)),
+        lambda event: send(Emit(event=event, lane=message.lane), True),
         write,
         read_input,
         query_inputs,
-        lambda written: _send(out, written),
+        store_query_result,
         load_state,
         save_state,
+        env,
     )
     try:
         result: Iterable[object] | None = operator(ctx)
@@ -119,14 +144,27 @@ def run_one(message: RunTask, out: IO[str], base_env: dict[str, str]) -> Done:
         returned = isinstance(result, list | tuple)
         for item in result or ():
             event = item if isinstance(item, EmittedEvent) else EmittedEvent.model_validate(item)
-            _send(out, Emit(event=event), flush=not returned)
+            send(Emit(event=event, lane=message.lane), not returned)
     except OperatorError as error:
-        return Done(status="failed", error=str(error), retryable=error.retryable)
+        return Done(status="failed", error=str(error), retryable=error.retryable, lane=message.lane)
     except ValidationError as error:
-        return Done(status="failed", error=f"the operator emitted an invalid event: {error}", retryable=False)
+        return Done(
+            status="failed", error=f"the operator emitted an invalid event: {error}", retryable=False, lane=message.lane
+        )
     except Exception:  # the operator's own bug: report it, stay alive for the next task
-        return Done(status="failed", error=traceback.format_exc()[-MAX_ERROR_CHARS:])
-    return Done(status="succeeded")
+        return Done(status="failed", error=traceback.format_exc()[-MAX_ERROR_CHARS:], lane=message.lane)
+    return Done(status="succeeded", lane=message.lane)
+
+
+def _run_on_lane(message: RunTask, out: IO[str], lock: threading.Lock, base_env: dict[str, str]) -> None:
+    """Run a task beside others (its own thread), with its slot's environment over the child's in `ctx.env` (the
+    process's own stays the child's: the tasks' slots differ)."""
+
+    def send(reply: BaseModel, flush: bool) -> None:
+        with lock:  # whole lines: a line left unflushed goes out with the next flush of any lane
+            _send(out, reply, flush)
+
+    send(_run(message, send, base_env | message.env), True)
 
 
 def _die_with_the_wrapper() -> None:
@@ -143,9 +181,15 @@ def main() -> None:
     os.dup2(2, 1)  # operator output goes to stderr
     base_env = dict(os.environ)
     _send(protocol_out, Ready(pid=os.getpid()))
+    lock = threading.Lock()  # one message at a time on the protocol stream
     for line in sys.stdin:
-        if line.strip():
-            _send(protocol_out, run_one(RunTask.model_validate_json(line), protocol_out, base_env))
+        if not line.strip():
+            continue
+        message = RunTask.model_validate_json(line)
+        if message.lane:
+            threading.Thread(target=_run_on_lane, args=(message, protocol_out, lock, base_env), daemon=True).start()
+        else:
+            _send(protocol_out, run_one(message, protocol_out, base_env))
 
 
 if __name__ == "__main__":

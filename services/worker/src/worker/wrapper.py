@@ -54,7 +54,7 @@ from trace_core.logging import get_logger
 from trace_core.objectstore import open_object_store
 from trace_core.settings import Settings
 from worker.cascade import cascaded, rewrites_invalidation
-from worker.children import Child, ChildDiedError, ChildPool
+from worker.children import Child, ChildDiedError, ChildPool, Lane
 from worker.client import DispatcherClient, DispatcherError
 from worker.data import DataPlane
 from worker.operators import OperatorError
@@ -74,6 +74,11 @@ STARTED_AHEAD = 2
 # tasks/s). Other sources take ids only as far ahead as attempts start (an SQS message waits for its fetch to be
 # deleted, and must not outlive its visibility timeout).
 POLLED_AHEAD = 4
+# Built-in operators whose tasks of one org's DAG run at once in one operator child, each on a lane: cryo in one
+# process runs its extractions on one tokio runtime and one polars pool, as cryo alone does; in a child each it cost
+# ~10 % more CPU of cryo and devchain and ~25 % more wall time (docs/ingest.md). Only operators that never ask the
+# wrapper for anything (input, state, query datasets) may share, and no user code: a UDF shares no process.
+SHARED_OPERATORS = frozenset({"cryo_ingest"})
 
 
 class _AttemptOverError(Exception):
@@ -274,7 +279,12 @@ class Wrapper:
         except OperatorError as error:
             self._complete_later(payload, CompletionStatus.FAILED, [], str(error), error.retryable)
             return
-        child = await self.children.acquire()
+        child: Child | Lane
+        if payload.job.operator in SHARED_OPERATORS:
+            shared_by = (payload.job.operator, payload.org_id, payload.dag_name)
+            child = await self.children.acquire_lane(shared_by)
+        else:
+            child = await self.children.acquire()
         heartbeat = asyncio.create_task(self._heartbeat(payload, child))
         try:
             status, events, failure, retryable = await self._supervise(payload, child, env, heartbeat)
@@ -295,7 +305,10 @@ class Wrapper:
                 await heartbeat
             if payload.query is not None:
                 await self.data.discard_staged(child.workdir)
-            await self.children.release(child)
+            if isinstance(child, Lane):
+                await self.children.release_lane(shared_by, child)
+            else:
+                await self.children.release(child)
         self._complete_later(payload, status, events, failure, retryable)
 
     def _complete_later(
@@ -313,7 +326,7 @@ class Wrapper:
         completing.add_done_callback(self._completing.discard)
 
     async def _supervise(
-        self, payload: TaskPayload, child: Child, env: dict[str, str], heartbeat: asyncio.Task[None]
+        self, payload: TaskPayload, child: Child | Lane, env: dict[str, str], heartbeat: asyncio.Task[None]
     ) -> tuple[CompletionStatus, list[EmittedEvent], str | None, bool]:
         """Run the attempt in `child`; events are forwarded in batches, the last ones go with completion."""
         await child.send(RunTask(task=payload.operator_view(), env=env))
@@ -387,7 +400,7 @@ class Wrapper:
     async def _serve(
         self,
         payload: TaskPayload,
-        child: Child,
+        child: Child | Lane,
         message: WriteOutput | NeedInput | NeedQueryInputs | QueryResultWritten | LoadState | SaveState,
         written: set[tuple[int, str]],
     ) -> EmittedEvent | None:
@@ -484,7 +497,7 @@ class Wrapper:
                 raise _AttemptOverError(error.detail, canceled=False) from None
             raise
 
-    async def _heartbeat(self, payload: TaskPayload, child: Child) -> None:
+    async def _heartbeat(self, payload: TaskPayload, child: Child | Lane) -> None:
         while True:
             await asyncio.sleep(payload.heartbeat_interval_s)
             try:

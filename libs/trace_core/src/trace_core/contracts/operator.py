@@ -2,6 +2,10 @@
 
 The child never receives the service credential or the attempt token: it gets the task as operators see
 it, and the environment of the slot (with resolved secrets) to run it in.
+
+A child runs one task at a time (`lane` 0), or, for the built-in operators that only write files and emit events
+(`cryo_ingest`), several tasks of one org's DAG at once, each on its own lane: the wrapper numbers the lane in
+`RunTask`, and the child tags that task's `Emit`, `WriteOutput` and `Done` with it.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ class RunTask(Contract):
     kind: Literal["run"] = "run"
     task: OperatorTask
     env: dict[str, str] = Field(default_factory=dict)
+    lane: int = Field(0, ge=0)
 
 
 class Emit(Contract):
     kind: Literal["emit"] = "emit"
     event: EmittedEvent
+    lane: int = Field(0, ge=0)
 
 
 class WriteOutput(Contract):
@@ -36,6 +42,7 @@ class WriteOutput(Contract):
     scope: EventScope
     path: str
     rows: int = Field(ge=0)
+    lane: int = Field(0, ge=0)
 
 
 class NeedInput(Contract):
@@ -120,6 +127,7 @@ class Done(Contract):
     status: Literal["succeeded", "failed"]
     error: str | None = None
     retryable: bool = True
+    lane: int = Field(0, ge=0)
 
 
 class Ready(Contract):

@@ -16,7 +16,7 @@ import decimal
 import importlib
 import os
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -67,6 +67,9 @@ class OperatorContext:
     query_result_callback: Callable[[QueryResultWritten], None]
     load_state_callback: Callable[[], StoredState]
     save_state_callback: Callable[[dict[str, Any], int, list[EmittedEvent]], int]
+    # the slot's environment (resolved secrets included) over the child's: tasks sharing a child each have their own,
+    # so an operator that may share (cryo_ingest) reads it here, not from os.environ
+    env: Mapping[str, str]
 
     @property
     def config(self) -> dict[str, Any]:

@@ -16,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import shutil
 import string
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,7 +42,7 @@ PROBE_TIMEOUT_S = 10
 def run(ctx: OperatorContext) -> Iterable[EventLike] | None:
     config = operator_config(ctx, CryoIngestConfig)
     span = _input_range(ctx)
-    rpc_url = _rpc_url(config.rpc_url)
+    rpc_url = _rpc_url(config.rpc_url, ctx.env)
     _probe(rpc_url, span)
     scratch = Path.cwd() / f"cryo-{uuid.uuid4().hex}"
     try:
@@ -70,17 +69,17 @@ def _input_range(ctx: OperatorContext) -> BlockRange:
     return event.scope.range
 
 
-def _rpc_url(configured: str | None) -> str:
+def _rpc_url(configured: str | None, env: Mapping[str, str]) -> str:
     """config.rpc_url, else the slot's RPC_URL, with `${NAME}` taken from the slot's environment."""
     where = "config.rpc_url" if configured else "the worker-pool slot's RPC_URL"
-    template = configured or os.environ.get("RPC_URL")
+    template = configured or env.get("RPC_URL")
     if not template:
         raise OperatorError(
             "no RPC to extract from: set config.rpc_url, or RPC_URL in the env of the job's worker_pool slots",
             retryable=False,
         )
     try:
-        url = string.Template(template).substitute(os.environ)
+        url = string.Template(template).substitute(env)
     except (KeyError, ValueError) as error:
         raise OperatorError(f"{where} names a variable the slot's env does not set: {error}", retryable=False) from None
     if urlsplit(url).scheme not in {"http", "https"}:
