@@ -30,8 +30,8 @@ from benchmarks.peers import _fresh_database, bench_pgqueuer, bench_procrastinat
 from dispatcher.internal.service import WorkerApi
 from dispatcher.lifecycle.deploy import deploy_dag
 from dispatcher.loops.context import LoopContext
-from dispatcher.loops.router import route_pending_events
-from dispatcher.loops.scheduler import dispatch_ready
+from dispatcher.loops.router import run_router
+from dispatcher.loops.scheduler import dispatch_ready, run_scheduler
 from dispatcher.metrics import Metrics
 from dispatcher.notifications import Notifications
 from dispatcher.repositories import tasks as tasks_repo
@@ -46,9 +46,11 @@ from trace_core.contracts.internal import (
     TaskCompleteBatchRequest,
     TaskCompleteRequest,
     TaskFetchBatchRequest,
+    TaskPollRequest,
 )
 from trace_core.contracts.tasks import TaskPayload
 from trace_core.dag import load_dag_yaml
+from trace_core.dag.config import Runtime
 from trace_core.db.embedded import start_embedded_postgres
 from trace_core.db.migrate import migrate_url
 from trace_core.db.pool import create_pool
@@ -66,6 +68,8 @@ jobs:
     max_attempts: 3
 """
 EMIT_BATCH = 1000
+CORE_CONSUMERS = 4  # pollers of the core path, each one batch of up to MAX_BATCH in flight (see docs/dispatcher.md)
+CORE_POLL_WAIT_S = 5.0  # a worker's long poll (worker.wrapper.POLL_WAIT_S)
 
 
 def _free_port() -> int:
@@ -274,19 +278,34 @@ async def _fetch_and_complete(api: WorkerApi, task_ids: list[Any]) -> int:
     return sum(1 for result in answered.results if result.response is not None)
 
 
-async def bench_core(admin_dsn: str, tasks: int, pool_size: int) -> float:
-    """Router + scheduler + batched fetch/complete in-process: Trace's queue without HTTP or workers."""
+async def _stop(loops: list[asyncio.Task[None]]) -> None:
+    """Cancel the loops; a database call being cancelled can swallow a cancellation (as in loops/leader.py), so
+    cancel again until they end."""
+    pending = set(loops)
+    while pending:
+        for loop in pending:
+            loop.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+
+
+async def bench_core(admin_dsn: str, tasks: int, pool_size: int, consumers: int = CORE_CONSUMERS) -> float:
+    """Router + scheduler + batched fetch/complete in-process: Trace's queue without HTTP or workers.
+
+    The dispatcher's own router and scheduler loops run, woken by its in-process notifications as in production,
+    while `consumers` pollers take ids from the embedded transport as a worker does and start and finish each batch
+    with one fetch and one complete. Until 2026-12-03 the stages ran one after another (route, dispatch, take,
+    fetch/complete), so one big statement ran while the rest of the process idled.
+    """
     async with _fresh_database(admin_dsn, "bench_trace_core") as dsn:
         token = await _prepare(dsn)
-        settings = Settings(
-            database_url=dsn, inflight_limit=tasks, scheduler_batch=2000, router_batch=5000, db_pool_max_size=pool_size
-        )
+        settings = Settings(database_url=dsn, inflight_limit=tasks, db_pool_max_size=pool_size)
         pool = create_pool(settings, dsn, name="bench")
         await pool.open(wait=True)
         notifications = Notifications(dsn)
         metrics = Metrics()
         api = WorkerApi(pool, settings, notifications, metrics)
         ctx = LoopContext(pool, settings, notifications, metrics, {"ecs_python": EmbeddedTransport()})
+        loops: list[asyncio.Task[None]] = []
         try:
             async with pool.connection() as conn:
                 principal = await principal_by_token_hash(conn, hash_token(token))
@@ -307,19 +326,34 @@ async def bench_core(admin_dsn: str, tasks: int, pool_size: int) -> float:
                         events=_events(min(EMIT_BATCH, tasks - offset), offset),
                     )
                 )
+            done = 0
+            finished = asyncio.Event()
+            poll = TaskPollRequest(
+                runtime=Runtime.ECS_PYTHON, worker_id="bench", max_tasks=MAX_BATCH, wait_s=CORE_POLL_WAIT_S
+            )
+
+            async def consume() -> None:  # a worker's way, minus HTTP: poll, one fetch and one complete per batch
+                nonlocal done
+                while True:
+                    ready = (await api.poll(poll)).task_ids
+                    if ready:
+                        completed = await _fetch_and_complete(api, ready)
+                        done += completed  # not `done += await`: that reads `done` before the await
+                        if done >= tasks:
+                            finished.set()
+
             # the clock starts with the events stored, as the peers' start with their jobs enqueued
             started = time.perf_counter()
-            done = 0
-            while done < tasks:
-                await route_pending_events(ctx)
-                await dispatch_ready(ctx)
-                async with pool.connection() as conn:
-                    ready = await tasks_repo.take_from_transport_queue(conn, "ecs_python", tasks)
-                # the wrapper's way, minus HTTP: a batch of ids started by one fetch, finished by one complete
-                chunks = [ready[i : i + MAX_BATCH] for i in range(0, len(ready), MAX_BATCH)]
-                done += sum(await asyncio.gather(*(_fetch_and_complete(api, chunk) for chunk in chunks)))
+            loops = [asyncio.create_task(run_router(ctx)), asyncio.create_task(run_scheduler(ctx))]
+            loops += [asyncio.create_task(consume()) for _ in range(consumers)]
+            waiting = asyncio.create_task(finished.wait())
+            await asyncio.wait([waiting, *loops], return_when=asyncio.FIRST_COMPLETED)
             elapsed = time.perf_counter() - started
+            for loop in loops:
+                if loop.done():
+                    raise RuntimeError(f"a core-path loop ended before {tasks} tasks were done") from loop.exception()
         finally:
+            await _stop(loops)
             await api.close()
             await pool.close()
     return tasks / elapsed

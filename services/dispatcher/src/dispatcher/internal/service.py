@@ -282,12 +282,15 @@ class WorkerApi:
     async def poll(self, call: TaskPollRequest) -> TaskPollResponse:
         deadline = datetime.now(UTC) + timedelta(seconds=call.wait_s)
         while True:
+            # counted before the take: ids dispatched while it runs wake the wait below at once instead of being
+            # missed until the deadline
+            seen = self.notifications.seq("trace_dispatched")
             async with self.pool.connection() as conn:
                 task_ids = await repo.take_from_transport_queue(conn, call.runtime.value, call.max_tasks)
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             if task_ids or remaining <= 0:
                 return TaskPollResponse(task_ids=task_ids)
-            await self.notifications.wait("trace_dispatched", remaining)
+            await self.notifications.wait("trace_dispatched", remaining, after=seen)
 
 
 def _call_error(error: BaseException) -> CallError:
